@@ -68,6 +68,9 @@ def check_config(cfg: dict) -> None:
         problems.append(f"distill.window W={d['window']} must be in [0, distill.steps N={d['steps']}]")
     if inner["alt"] and not 1 <= inner["alt_low"] < s["zeta"] - 1:
         problems.append(f"ALT needs 1 <= distill.inner.alt_low ({inner['alt_low']}) < zeta - 1 ({s['zeta'] - 1})")
+    if inner.get("order", "shuffled") == "fixed" and s["mu"] % inner["batch_size"]:
+        problems.append(f"distill.inner.order=fixed needs summary.mu ({s['mu']}) divisible by "
+                        f"distill.inner.batch_size ({inner['batch_size']})")
     if inner["batch_size"] > s["mu"]:
         problems.append(f"distill.inner.batch_size={inner['batch_size']} exceeds summary.mu={s['mu']}")
     if d["init"] not in ("per_step", "per_epoch"):
@@ -86,7 +89,8 @@ def check_config(cfg: dict) -> None:
 def inner_config_kwargs(cfg: dict) -> dict:
     i = cfg["distill"]["inner"]
     return dict(lr=i["lr"], weight_decay=i["weight_decay"], optimizer=i["optimizer"], batch_size=i["batch_size"],
-                alt=i["alt"], alt_low=i["alt_low"], frozen_embedding=i["embedding"] == "frozen",
+                alt=i["alt"], alt_low=i["alt_low"], alt_weight=i.get("alt_weight", 1.0),
+                order=i.get("order", "shuffled"), frozen_embedding=i["embedding"] == "frozen",
                 backend=i["backend"], momentum=i.get("momentum", 0.0))
 
 
@@ -271,6 +275,7 @@ def distill(cfg: dict) -> Path:
                             result = summary_training.train_on_summary(
                                 S, data, name, options, alt=cfg["distill"]["inner"]["alt"],
                                 alt_low=cfg["distill"]["inner"]["alt_low"], protocol=ev["protocol"],
+                                alt_weight=cfg["distill"]["inner"].get("alt_weight", 1.0),
                                 teacher_item_embedding=teacher.item_embedding if paper else None, **kwargs)
                         else:
                             result = summary_training.train_on_sequences(seqs, data, name, options, **kwargs)
@@ -432,7 +437,8 @@ def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: 
                                   model_options(cfg["model"]), epochs=d["validate_epochs"],
                                   batch_size=d["validate_batch_size"], lr=d["validate_lr"],
                                   weight_decay=d["validate_weight_decay"],
-                                  alt=d["inner"]["alt"], alt_low=d["inner"]["alt_low"], seed=seed,
+                                  alt=d["inner"]["alt"], alt_low=d["inner"]["alt_low"],
+                                  alt_weight=d["inner"].get("alt_weight", 1.0), seed=seed,
                                   max_len=cfg["max_len"], select="last", eval_protocols=("uni100",),
                                   protocol=d["validate_protocol"],
                                   teacher_item_embedding=teacher.item_embedding if paper else None,

@@ -44,6 +44,8 @@ class InnerConfig:
     batch_size: int = 15             # synthetic sequences per inner step
     alt: bool = True                 # augmented learner training
     alt_low: int = 5
+    alt_weight: float = 1.0          # ALT term's weight: (last + w·alt) / (1 + w)
+    order: str = "shuffled"          # shuffled: seeded permutations of the rows | fixed: rows in order
     frozen_embedding: bool = False   # learner's item table fixed (to the teacher's V) inside the loop
     backend: str = "func"            # func | higher
 
@@ -52,6 +54,10 @@ class InnerConfig:
             raise ConfigError(f"inner optimizer {self.optimizer!r}: expected adam or sgd")
         if self.backend not in ("func", "higher"):
             raise ConfigError(f"inner backend {self.backend!r}: expected func or higher")
+        if self.order not in ("shuffled", "fixed"):
+            raise ConfigError(f"inner order {self.order!r}: expected shuffled or fixed")
+        if self.alt_weight < 0:
+            raise ConfigError(f"inner alt_weight={self.alt_weight} must be >= 0")
         if not self.lr > 0 or self.batch_size < 1:
             raise ConfigError(f"inner lr={self.lr} must be > 0 and batch_size={self.batch_size} >= 1")
 
@@ -66,7 +72,8 @@ class _Objective(nn.Module):
         self.cfg = cfg
 
     def forward(self, S, inputs, generator):
-        return summary_loss(self.model, S, self.cfg.alt, self.cfg.alt_low, generator, inputs)
+        return summary_loss(self.model, S, self.cfg.alt, self.cfg.alt_low, generator, inputs,
+                            alt_weight=self.cfg.alt_weight)
 
 
 def _safe_sqrt(v: torch.Tensor) -> torch.Tensor:
@@ -128,12 +135,16 @@ class InnerLoop:
 
     # ------------------------------------------------------------ batching
     @staticmethod
-    def batches(mu: int, batch_size: int, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
-        """Row indices per step: consecutive chunks of seeded permutations of the μ rows."""
+    def batches(mu: int, batch_size: int, steps: int, generator: torch.Generator,
+                fixed: bool = False) -> list[torch.Tensor]:
+        """Row indices per step: consecutive chunks of seeded permutations of the μ rows, or
+        of 0..μ-1 itself when ``fixed`` (then μ must be a multiple of the batch, so that
+        every step sees the same batches: checked by ``td3.distill.check_config``)."""
         out, order = [], torch.empty(0, dtype=torch.long)
         while len(out) < steps:
             if len(order) < batch_size:
-                order = torch.cat([order, torch.randperm(mu, generator=generator)])
+                nxt = torch.arange(mu) if fixed else torch.randperm(mu, generator=generator)
+                order = torch.cat([order, nxt])
             out.append(order[:batch_size])
             order = order[batch_size:]
         return out
@@ -152,7 +163,7 @@ class InnerLoop:
         if not 0 <= window <= steps:
             raise ConfigError(f"window W={window} must be in [0, M={steps}]")
         cfg = self.cfg
-        rows = self.batches(S.shape[0], cfg.batch_size, steps, generator)
+        rows = self.batches(S.shape[0], cfg.batch_size, steps, generator, fixed=cfg.order == "fixed")
         frozen = {n: t.detach() for n, t in init.items() if n not in self.trained}
         params = {n: init[n].detach() for n in self.trained}
         opt = FunctionalOptimizer(cfg, params)

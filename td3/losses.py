@@ -27,13 +27,15 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 def summary_loss(model, S: torch.Tensor, alt: bool = True, alt_low: int = 5,
-                 generator: torch.Generator | None = None, inputs=None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, inputs=None,
+                 alt_weight: float = 1.0) -> torch.Tensor:
     """Inner loss of ``model`` on a summary batch S (B, ζ, |V|).
 
     inputs: what the learner reads for S[:, :ζ-1] when the caller has it already, e.g.
         ``Embedded(S[:, :-1] @ E)`` precomputed once per outer step when E is frozen;
         defaults to the distributions themselves.
     generator: draws ALT's positions (on the CPU, so runs are reproducible across devices).
+    alt_weight: w in (last + w·alt) / (1 + w); w = 1 is SPEC's "mean of the two".
     """
     if not getattr(model, "causal", True):
         return model.soft_cloze_loss(S)
@@ -45,6 +47,9 @@ def summary_loss(model, S: torch.Tensor, alt: bool = True, alt_low: int = 5,
         positions = torch.cat([torch.full((B,), zeta - 2, device=S.device), p - 1])  # feature positions
         targets = torch.cat([S[:, zeta - 1], S[rows, p]])  # (2B, V)
         features = h[torch.cat([rows, rows]), positions]  # (2B, d)
+        if alt_weight != 1.0:
+            ce = -(targets * F.log_softmax(model.logits(features)[:, 1:], dim=-1)).sum(-1)  # (2B,)
+            return (ce[:B].mean() + alt_weight * ce[B:].mean()) / (1.0 + alt_weight)
     else:
         targets, features = S[:, zeta - 1], h[:, zeta - 2]
     return soft_cross_entropy(model.logits(features), targets)

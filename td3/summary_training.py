@@ -231,6 +231,7 @@ def _optimizer(model, lr: float, weight_decay: float) -> torch.optim.Adam:
 def train_on_summary(S: torch.Tensor, data, model_name: str, model_options: dict, *,
                      epochs: int, batch_size: int, lr: float, weight_decay: float, alt: bool,
                      alt_low: int, seed: int, max_len: int, protocol: str = "scratch",
+                     alt_weight: float = 1.0,
                      teacher_item_embedding: torch.Tensor | None = None,
                      freeze_item_embedding: bool = False, select: str = "best_valid",
                      eval_protocols: Sequence[str] = ("uni100", "full"), eval_every: int = 1,
@@ -263,7 +264,7 @@ def train_on_summary(S: torch.Tensor, data, model_name: str, model_options: dict
         total = 0.0
         for step, begin in enumerate(range(0, len(order), batch_size)):
             rows = order[begin:begin + batch_size]
-            loss = summary_loss(model, S[rows], alt, alt_low, alt_positions)
+            loss = summary_loss(model, S[rows], alt, alt_low, alt_positions, alt_weight=alt_weight)
             if not torch.isfinite(loss):
                 raise TrainingError(f"non-finite loss ({loss.item()}) training {model_name} on the "
                                     f"summary at epoch {epoch}, step {step}")
