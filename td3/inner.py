@@ -27,7 +27,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from .errors import ConfigError
-from .losses import summary_loss
+from .losses import SummaryBatch, batch_loss, loss_positions, make_batch
 from .models.base import Embedded
 
 EMBEDDING = "item_embedding.weight"
@@ -71,9 +71,8 @@ class _Objective(nn.Module):
         self.model = model
         self.cfg = cfg
 
-    def forward(self, S, inputs, generator):
-        return summary_loss(self.model, S, self.cfg.alt, self.cfg.alt_low, generator, inputs,
-                            alt_weight=self.cfg.alt_weight)
+    def forward(self, batch: SummaryBatch):
+        return batch_loss(self.model, batch, alt_weight=self.cfg.alt_weight)
 
 
 def _safe_sqrt(v: torch.Tensor) -> torch.Tensor:
@@ -85,8 +84,10 @@ def _safe_sqrt(v: torch.Tensor) -> torch.Tensor:
 class FunctionalOptimizer:
     """Adam (``higher``'s formula, L2 weight decay) or SGD on a dict of tensors.
 
-    ``step`` is differentiable when the gradients carry a graph, and runs without one
-    when they do not: the same arithmetic serves both phases of RaT-BPTT.
+    ``step`` is differentiable when the gradients carry a graph. ``step_`` is the same
+    arithmetic in place, without a graph, for the first M − W steps of RaT-BPTT. The inner
+    loop hands it one flat tensor holding every trained parameter, so a step is a dozen
+    tensor operations rather than a dozen per parameter tensor.
     """
 
     def __init__(self, cfg: InnerConfig, params: dict[str, torch.Tensor]):
@@ -101,6 +102,10 @@ class FunctionalOptimizer:
         if self.v is not None:
             self.v = {k: v.detach() for k, v in self.v.items()}
 
+    def _step_size(self) -> float:
+        b1, b2 = self.cfg.betas
+        return self.cfg.lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+
     def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         self.t += 1
@@ -113,13 +118,30 @@ class FunctionalOptimizer:
                 out[k] = p - cfg.lr * g
             return out
         b1, b2 = cfg.betas
-        step_size = cfg.lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+        step_size = self._step_size()
         for k, p in params.items():
             g = grads[k] + cfg.weight_decay * p if cfg.weight_decay else grads[k]
             self.m[k] = m = self.m[k] * b1 + (1 - b1) * g
             self.v[k] = v = self.v[k] * b2 + (1 - b2) * g * g
             out[k] = p - step_size * m / (_safe_sqrt(v) + cfg.eps)
         return out
+
+    @torch.no_grad()
+    def step_(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> None:
+        """``step`` in place, without a graph (√ needs no guard where nothing is differentiated)."""
+        cfg = self.cfg
+        self.t += 1
+        for k, p in params.items():
+            g = grads[k].add(p, alpha=cfg.weight_decay) if cfg.weight_decay else grads[k]
+            if cfg.optimizer == "sgd":
+                if cfg.momentum:
+                    g = self.m[k].mul_(cfg.momentum).add_(g)
+                p.add_(g, alpha=-cfg.lr)
+                continue
+            b1, b2 = cfg.betas
+            m = self.m[k].mul_(b1).add_(g, alpha=1 - b1)
+            v = self.v[k].mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.addcdiv_(m, v.sqrt().add_(cfg.eps), value=-self._step_size())
 
 
 class InnerLoop:
@@ -129,6 +151,7 @@ class InnerLoop:
         cfg.check()
         self.model = model
         self.cfg = cfg
+        self.causal = getattr(model, "causal", True)
         self.objective = _Objective(model, cfg)
         names = [n for n, _ in model.named_parameters()]
         self.trained = [n for n in names if not (cfg.frozen_embedding and n == EMBEDDING)]
@@ -151,9 +174,24 @@ class InnerLoop:
 
     def inputs(self, S: torch.Tensor, embedding: torch.Tensor | None):
         """What the learner reads: distributions, or their embedding once per outer step when frozen."""
-        if self.cfg.frozen_embedding:
+        if self.cfg.frozen_embedding and self.causal:
             return Embedded(S[:, :-1] @ embedding[1:])  # (μ, ζ-1, d)
         return None
+
+    def window_batches(self, S: torch.Tensor, embedded, rows: list[torch.Tensor],
+                       generator: torch.Generator) -> list[SummaryBatch]:
+        """The W differentiable steps' batches. Their targets are gathered from S in one
+        indexing operation (so the backward pass scatters into S once, not W times); ALT's
+        positions are drawn step by step, in the order a step-by-step loop draws them."""
+        cfg = self.cfg
+        if not self.causal or not rows:
+            return [make_batch(S, r, cfg.alt, cfg.alt_low, generator, embedded, self.causal) for r in rows]
+        plans = [loss_positions(r, S.shape[1], cfg.alt, cfg.alt_low, generator) for r in rows]
+        seq = torch.cat([p[0] for p in plans]).to(S.device)
+        pos = torch.cat([p[1] for p in plans]).to(S.device)
+        targets = S[seq, pos].split([len(p[0]) for p in plans])  # W × (n, |V|)
+        return [make_batch(S, r, cfg.alt, cfg.alt_low, generator, embedded, targets=t, plan=p)
+                for r, t, p in zip(rows, targets, plans)]
 
     # ------------------------------------------------------------------ run
     def run(self, S: torch.Tensor, init: dict[str, torch.Tensor], steps: int, window: int,
@@ -165,45 +203,49 @@ class InnerLoop:
         cfg = self.cfg
         rows = self.batches(S.shape[0], cfg.batch_size, steps, generator, fixed=cfg.order == "fixed")
         frozen = {n: t.detach() for n, t in init.items() if n not in self.trained}
-        params = {n: init[n].detach() for n in self.trained}
-        opt = FunctionalOptimizer(cfg, params)
+        # Every trained parameter lives in one flat tensor; the model sees views of it.
+        shapes = [init[n].shape for n in self.trained]
+        sizes = [init[n].numel() for n in self.trained]
+        flat = torch.cat([init[n].detach().reshape(-1) for n in self.trained]).clone()
+        opt = FunctionalOptimizer(cfg, {"flat": flat})
         embedding = init[EMBEDDING].detach()
 
-        # Phase 1: M − W steps, no graph anywhere.
+        def unflatten(vector: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {n: t.view(shape) for n, t, shape in zip(self.trained, vector.split(sizes), shapes)}
+
+        # Phase 1: M − W steps, no graph anywhere, the optimiser in place.
         S_const = S.detach()
         X_const = self.inputs(S_const, embedding)
         for step in range(steps - window):
-            params = self._step(params, frozen, opt, S_const, X_const, rows[step], generator, graph=False)
+            batch = make_batch(S_const, rows[step], cfg.alt, cfg.alt_low, generator, X_const, self.causal)
+            grad = self._grad(flat.requires_grad_(True), unflatten, frozen, batch, opt.t, graph=False)
+            flat = flat.detach()
+            opt.step_({"flat": flat}, {"flat": grad})
 
         # Phase 2: W steps unrolled with a graph from S to the final parameters.
         opt.detach_()
         if cfg.backend == "higher":
-            return self._run_higher(S, params, frozen, opt, rows[steps - window:], generator)
-        X = self.inputs(S, embedding)
-        for step in range(steps - window, steps):
-            params = self._step(params, frozen, opt, S, X, rows[step], generator, graph=True)
-        return {**frozen, **params}
+            return self._run_higher(S, unflatten(flat.detach()), frozen, opt, rows[steps - window:], generator, sizes)
+        batches = self.window_batches(S, self.inputs(S, embedding), rows[steps - window:], generator)
+        if batches:
+            flat = flat.detach().requires_grad_(True)
+        for batch in batches:
+            grad = self._grad(flat, unflatten, frozen, batch, opt.t, graph=True)
+            flat = opt.step({"flat": flat}, {"flat": grad})["flat"]
+        return {**frozen, **unflatten(flat)}
 
-    def _step(self, params, frozen, opt, S, X, rows, generator, graph: bool):
-        if not graph:
-            params = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-        elif not any(p.requires_grad for p in params.values()):
-            params = {n: p.requires_grad_(True) for n, p in params.items()}  # first step of the window
-        full = {f"model.{n}": t for n, t in {**frozen, **params}.items()}
-        x = None if X is None else Embedded(X.value[rows])
-        loss = functional_call(self.objective, full, (S[rows], x, generator))
+    def _grad(self, flat: torch.Tensor, unflatten, frozen: dict[str, torch.Tensor], batch: SummaryBatch,
+              done: int, graph: bool) -> torch.Tensor:
+        """d(inner loss)/d(flat parameters): one tensor, zeros where a parameter is unused."""
+        full = {f"model.{n}": t for n, t in {**frozen, **unflatten(flat)}.items()}
+        loss = functional_call(self.objective, full, (batch,))
         if not torch.isfinite(loss):
             from .errors import TrainingError
-            raise TrainingError(f"non-finite inner loss ({loss.item()}) at inner step {opt.t + 1}")
-        names = list(params)
-        grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=graph, allow_unused=True)
-        grads = {n: g if g is not None else torch.zeros_like(params[n]) for n, g in zip(names, grads)}
-        if graph:
-            return opt.step(params, grads)
-        with torch.no_grad():
-            return opt.step(params, grads)
+            raise TrainingError(f"non-finite inner loss ({loss.item()}) at inner step {done + 1}")
+        (grad,) = torch.autograd.grad(loss, flat, create_graph=graph)
+        return grad
 
-    def _run_higher(self, S, params, frozen, opt, rows, generator):
+    def _run_higher(self, S, params, frozen, opt, rows, generator, sizes):
         import higher
 
         cfg = self.cfg
@@ -217,13 +259,18 @@ class InnerLoop:
                                          weight_decay=cfg.weight_decay)
         else:
             torch_opt = torch.optim.SGD(trained, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        order = {n: i for i, n in enumerate(self.trained)}
+        m_parts = opt.m["flat"].split(sizes)
+        v_parts = opt.v["flat"].split(sizes) if opt.v is not None else None
         for n, p in zip(self.trained, trained):  # hand over the phase-1 optimiser state
             state = torch_opt.state[p]
+            i = order[n]
             if cfg.optimizer == "adam":
-                state.update(step=torch.tensor(float(opt.t)), exp_avg=opt.m[n].clone(), exp_avg_sq=opt.v[n].clone())
+                state.update(step=torch.tensor(float(opt.t)), exp_avg=m_parts[i].view_as(p).clone(),
+                             exp_avg_sq=v_parts[i].view_as(p).clone())
             elif cfg.momentum:
-                state["momentum_buffer"] = opt.m[n].clone()
-        X = self.inputs(S, frozen.get(EMBEDDING))
+                state["momentum_buffer"] = m_parts[i].view_as(p).clone()
+        batches = self.window_batches(S, self.inputs(S, frozen.get(EMBEDDING)), rows, generator)
         with higher.innerloop_ctx(model, torch_opt, copy_initial_weights=True,
                                   track_higher_grads=True) as (fmodel, diffopt):
             # higher's Adam keeps its step count as a plain int
@@ -232,8 +279,6 @@ class InnerLoop:
                     if "step" in state:
                         state["step"] = int(state["step"])
             fobjective = _Objective(fmodel, cfg)
-            for r in rows:
-                x = None if X is None else Embedded(X.value[r])
-                loss = fobjective(S[r], x, generator)
-                diffopt.step(loss, params=None)
+            for batch in batches:
+                diffopt.step(fobjective(batch), params=None)
             return dict(zip((n for n, _ in model.named_parameters()), fmodel.parameters(time=-1)))

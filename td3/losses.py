@@ -1,4 +1,4 @@
-"""Losses of a learner on a synthetic summary (SPEC §4, inner loss) and on real data.
+"""Losses of a learner on a synthetic summary (SPEC §4, inner loss).
 
 Summary loss: S is a batch of item distributions (B, ζ, |V|) over the real items. The
 learner reads S[:, :ζ-1] and is asked for S[:, ζ-1] at position ζ-2: soft cross-entropy
@@ -13,9 +13,15 @@ ALT costs one extra gather and one more row of logits per sequence, not a second
 A bidirectional learner (BERT4Rec) cannot do this: it is trained with its soft cloze
 objective instead (``BERT4Rec.soft_cloze_loss``).
 
-Logits are computed only at the positions that carry a loss (B or 2B rows × |V|).
+A step's data is a ``SummaryBatch``: the learner's inputs and only the target rows that
+carry a loss (B or 2B rows × |V|), gathered from S in one indexing operation. The
+distillation engine gathers the targets of all W differentiable steps at once, so that
+the backward pass scatters into the (μ, ζ, |V|) summary once per outer step rather than
+once per inner step (on a machine with little memory bandwidth that scatter dominated).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,30 +32,88 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return -(target * F.log_softmax(logits[:, 1:], dim=-1)).sum(-1).mean()
 
 
+@dataclass
+class SummaryBatch:
+    """One inner step's data for a causal learner, or the raw rows for a bidirectional one.
+
+    inputs: (B, ζ-1, |V|) distributions, or ``Embedded`` (B, ζ-1, d) when the caller has
+        the item embeddings already (frozen item table).
+    targets: (n, |V|) target distributions, n = B (last position) or 2B (with ALT).
+    positions: (n,) for each target, the feature position that predicts it.
+    rows: (B, ζ, |V|) the summary rows themselves (bidirectional learners only).
+    """
+
+    inputs: object = None
+    targets: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
+    rows: torch.Tensor | None = None
+
+
+def loss_positions(rows: torch.Tensor, zeta: int, alt: bool, alt_low: int,
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sequence index, position) of every target of a batch of summary ``rows``: the last
+    position of each, then (ALT) one p ~ U[alt_low, ζ-1) per sequence, drawn from
+    ``generator`` on the CPU so that runs are reproducible across devices."""
+    B = len(rows)
+    last = torch.full((B,), zeta - 1, dtype=torch.long)
+    if not alt:
+        return rows.cpu(), last
+    p = torch.randint(alt_low, zeta - 1, (B,), generator=generator, device="cpu")
+    return torch.cat([rows.cpu(), rows.cpu()]), torch.cat([last, p])
+
+
+def make_batch(S: torch.Tensor, rows: torch.Tensor, alt: bool, alt_low: int,
+               generator: torch.Generator | None, embedded=None, causal: bool = True,
+               targets: torch.Tensor | None = None, plan=None) -> SummaryBatch:
+    """The batch of summary ``rows`` (indices into S's first axis).
+
+    embedded: ``Embedded`` inputs of every row of S, (μ, ζ-1, d), to select from.
+    targets/plan: targets gathered by the caller and the (sequence, position) plan they
+        follow; by default the plan is drawn here and the targets gathered from S.
+    """
+    if not causal:
+        return SummaryBatch(rows=S[rows])
+    if plan is None:
+        plan = loss_positions(rows, S.shape[1], alt, alt_low, generator)
+    seq, pos = (t.to(S.device) for t in plan)
+    if targets is None:
+        targets = S[seq, pos]  # (n, |V|)
+    inputs = S[rows, :-1] if embedded is None else type(embedded)(embedded.value[rows])
+    return SummaryBatch(inputs=inputs, targets=targets, positions=pos - 1)
+
+
+def batch_loss(model, batch: SummaryBatch, alt_weight: float = 1.0) -> torch.Tensor:
+    """The inner loss of ``model`` on one ``SummaryBatch``.
+
+    alt_weight: w in (last + w·ALT) / (1 + w); w = 1 is SPEC's "mean of the two".
+    """
+    if batch.rows is not None:
+        return model.soft_cloze_loss(batch.rows)
+    h = model(batch.inputs)  # (B, ζ-1, d)
+    B = h.shape[0]
+    features = h[:, -1]  # (B, d): the last position predicts S[:, ζ-1]
+    if len(batch.targets) > B:  # ALT: the feature before each drawn position (a gather: its backward is cheap)
+        index = batch.positions[B:].view(B, 1, 1).expand(B, 1, h.shape[-1])
+        features = torch.cat([features, h.gather(1, index).squeeze(1)])  # (2B, d)
+    logits = model.logits(features)
+    if alt_weight == 1.0 or len(batch.targets) == B:
+        return soft_cross_entropy(logits, batch.targets)
+    ce = -(batch.targets * F.log_softmax(logits[:, 1:], dim=-1)).sum(-1)  # (2B,)
+    return (ce[:B].mean() + alt_weight * ce[B:].mean()) / (1.0 + alt_weight)
+
+
 def summary_loss(model, S: torch.Tensor, alt: bool = True, alt_low: int = 5,
                  generator: torch.Generator | None = None, inputs=None,
                  alt_weight: float = 1.0) -> torch.Tensor:
-    """Inner loss of ``model`` on a summary batch S (B, ζ, |V|).
+    """Inner loss of ``model`` on a summary batch S (B, ζ, |V|): every row of S, once.
 
     inputs: what the learner reads for S[:, :ζ-1] when the caller has it already, e.g.
         ``Embedded(S[:, :-1] @ E)`` precomputed once per outer step when E is frozen;
         defaults to the distributions themselves.
-    generator: draws ALT's positions (on the CPU, so runs are reproducible across devices).
-    alt_weight: w in (last + w·alt) / (1 + w); w = 1 is SPEC's "mean of the two".
     """
-    if not getattr(model, "causal", True):
-        return model.soft_cloze_loss(S)
-    B, zeta, _ = S.shape
-    h = model(S[:, :-1] if inputs is None else inputs)  # (B, ζ-1, d)
-    rows = torch.arange(B, device=S.device)
-    if alt:
-        p = torch.randint(alt_low, zeta - 1, (B,), generator=generator, device="cpu").to(S.device)
-        positions = torch.cat([torch.full((B,), zeta - 2, device=S.device), p - 1])  # feature positions
-        targets = torch.cat([S[:, zeta - 1], S[rows, p]])  # (2B, V)
-        features = h[torch.cat([rows, rows]), positions]  # (2B, d)
-        if alt_weight != 1.0:
-            ce = -(targets * F.log_softmax(model.logits(features)[:, 1:], dim=-1)).sum(-1)  # (2B,)
-            return (ce[:B].mean() + alt_weight * ce[B:].mean()) / (1.0 + alt_weight)
-    else:
-        targets, features = S[:, zeta - 1], h[:, zeta - 2]
-    return soft_cross_entropy(model.logits(features), targets)
+    causal = getattr(model, "causal", True)
+    rows = torch.arange(S.shape[0], device=S.device)
+    batch = make_batch(S, rows, alt, alt_low, generator, causal=causal)
+    if causal and inputs is not None:
+        batch.inputs = inputs
+    return batch_loss(model, batch, alt_weight)
