@@ -197,15 +197,25 @@ def step_seed(seed: int, step: int) -> int:
 
 
 # -------------------------------------------------------------------- run
-def distill(cfg: dict) -> Path:
-    """One config -> one record. Returns the record's path."""
+def distill(cfg: dict, report=None) -> Path:
+    """One config -> one record. Returns the record's path.
+
+    report: called as ``report({"step": ..., "valid_MRR@10": ...})`` after each validation
+        of the summary (Ray Tune's schedulers read it); None to report nothing.
+    """
     check_config(cfg)
     sig = records.signature(cfg)
     run_dir = run_dir_for(cfg, sig)
     if records.is_complete(run_dir):
         log.info("complete run found, nothing to do: %s", run_dir)
         return run_dir / records.RECORD_NAME
+    with records.exclusive(run_dir):  # the same config launched twice: the second waits, then skips
+        if records.is_complete(run_dir):
+            return run_dir / records.RECORD_NAME
+        return _distill(cfg, sig, run_dir, report)
 
+
+def _distill(cfg: dict, sig: str, run_dir: Path, report) -> Path:
     timer = records.Timer()
     device = setup_runtime(cfg)
     torch.manual_seed(cfg["seed"])
@@ -231,18 +241,19 @@ def distill(cfg: dict) -> Path:
     try:
         if method in SUMMARY_METHODS:
             summary_dir, summary_sig = summary_dir_for(cfg)
-            if (summary_dir / "distill.json").is_file():  # written last: the summary is complete
-                summary = Summary.load(summary_dir / "summary.pt", map_location=device)
-                info = {**json.loads((summary_dir / "distill.json").read_text()), "cached": True}
-            else:
-                with timer("distill"):
-                    summary, info = learn_summary(cfg, data, teacher, summary_dir, device)
-                info["seconds"] = timer.seconds["distill"]
-                summary.save(summary_dir / "summary.pt")
-                summary.export_inter(summary_dir / "summary.inter", item_ids=data.item_ids)
-                records.write_json(summary_dir / "distill.json", info)
-                (summary_dir / "state.pt").unlink(missing_ok=True)
-                info = {**info, "cached": False}
+            with records.exclusive(summary_dir):  # runs evaluating one summary distil it once
+                if (summary_dir / "distill.json").is_file():  # written last: the summary is complete
+                    summary = Summary.load(summary_dir / "summary.pt", map_location=device)
+                    info = {**json.loads((summary_dir / "distill.json").read_text()), "cached": True}
+                else:
+                    with timer("distill"):
+                        summary, info = learn_summary(cfg, data, teacher, summary_dir, device, report)
+                    info["seconds"] = timer.seconds["distill"]
+                    summary.save(summary_dir / "summary.pt")
+                    summary.export_inter(summary_dir / "summary.inter", item_ids=data.item_ids)
+                    records.write_json(summary_dir / "distill.json", info)
+                    (summary_dir / "state.pt").unlink(missing_ok=True)
+                    info = {**info, "cached": False}
             for name in ("summary.pt", "summary.inter"):  # the run directory is self-contained
                 with records.atomic_path(run_dir / name) as tmp:
                     shutil.copyfile(summary_dir / name, tmp)
@@ -408,7 +419,7 @@ class BilevelEngine:
         self.sched.load_state_dict(saved["scheduler"])
 
 
-def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: torch.device):
+def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: torch.device, report=None):
     """Algorithm 1 with validation and checkpoints (``summary_dir/state.pt``).
     Returns the best summary and a description of the run."""
     from .summary_training import train_on_summary
@@ -459,6 +470,8 @@ def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: 
             if state["step"] % d["validate_every"] == 0 or last:
                 score = validate()
                 state["validations"].append({"step": state["step"], "valid_MRR@10": score})
+                if report is not None:
+                    report({"step": state["step"], "valid_MRR@10": score})
                 if score > state["best_score"]:
                     state.update(best_score=score, best_step=state["step"])
                     best_state = {k: v.detach().clone() for k, v in summary.state_dict().items()}

@@ -10,6 +10,7 @@ so a killed process never leaves a half-written record or checkpoint behind.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -30,7 +31,7 @@ os.umask(_UMASK)
 RECORD_NAME = "record.json"
 
 #: Config keys (dotted paths) that never change a run's results.
-NON_RESULT_KEYS = ("results_dir", "progress", "threads", "device", "eval.batch_size", "hydra")
+NON_RESULT_KEYS = ("results_dir", "progress", "threads", "device", "eval.batch_size", "hydra", "sweep")
 
 #: Packages whose versions go in every record.
 PACKAGES = ("td3", "torch", "numpy", "pandas", "scipy", "hydra-core", "omegaconf", "higher",
@@ -121,6 +122,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def exclusive(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` (``flock``; released when the process dies).
+
+    Concurrent jobs of a sweep share work: every distillation of a dataset needs the same
+    teacher, every evaluation of a summary the same summary. The first job to get the lock
+    computes it; the others wait and then find it complete."""
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -1,0 +1,74 @@
+"""A sweep's grid: a union of cartesian products, written in Hydra's override syntax.
+
+A paper table is rarely one cartesian product: Table 2 pairs each dataset with its own
+summary sizes. A sweep file (``sweeps/*.yaml``) therefore lists ``hydra.sweeper.params``
+(swept for every job, e.g. ``seed: 0,1,2``) and ``hydra.sweeper.grid``, a list of blocks,
+each one cartesian product (``{dataset: ml-100k, summary.mu: "30,50"}``). The jobs are the
+union of the blocks' products with the params and the command line's overrides.
+
+The command line replaces a param's values (``seed=0,1,2,3,4``), and *selects* among a
+key that the blocks set: ``dataset=ml-100k`` keeps the ML-100K jobs of Table 2 rather than
+running every block on ML-100K. The Hydra sweeper (``hydra_plugins/td3_grid_sweeper``) and the Ray Tune
+entry point (``td3.tune``) expand a sweep with this one function, so both run the same
+grid.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from typing import Iterable, Mapping, Sequence
+
+
+def _key(override: str) -> str:
+    """The config key an override sets, without Hydra's +, ++ or ~ prefix."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _as_override(key: str, value) -> str:
+    if isinstance(value, (list, tuple)):  # YAML list: the values to sweep
+        value = ",".join(str(v) for v in value)
+    return f"{key}={value}"
+
+
+def _values(override) -> list[str]:
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    return [override.get_value_element_as_str()]
+
+
+def expand(params: Mapping | None, grid: Sequence[Mapping] | None, arguments: Iterable[str]) -> list[list[str]]:
+    """The jobs of a sweep, each a list of overrides, in a stable order without duplicates."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    arguments = list(arguments)
+    blocks = [dict(b) for b in grid] if grid else [{}]
+    block_keys = {_key(k) for b in blocks for k in b}
+    selections = {}  # key -> values the command line keeps, for keys the blocks set
+    for override in parser.parse_overrides([a for a in arguments if _key(a) in block_keys]):
+        selections[_key(override.input_line)] = set(_values(override))
+    jobs, seen = [], set()
+    for block in blocks:
+        merged: OrderedDict[str, str] = OrderedDict()
+        for source in (params or {}), block:
+            for key, value in source.items():
+                merged[_key(key)] = _as_override(key, value)
+        for argument in arguments:
+            if _key(argument) not in selections or _key(argument) not in merged:
+                merged[_key(argument)] = argument
+        axes = []
+        for override in parser.parse_overrides(list(merged.values())):
+            key = override.get_key_element()
+            if override.is_sweep_override():
+                if not override.is_discrete_sweep():
+                    raise ValueError(f"{key}: only lists of values (a,b,c / range / choice) can be swept")
+                axes.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+            else:
+                axes.append([f"{key}={override.get_value_element_as_str()}"])
+        for job in itertools.product(*axes):
+            if any(_key(o) in selections and o.split("=", 1)[1] not in selections[_key(o)] for o in job):
+                continue
+            if job not in seen:
+                seen.add(job)
+                jobs.append(list(job))
+    return jobs

@@ -1,0 +1,125 @@
+"""One config -> one record: the single function every launcher calls.
+
+Hydra's basic launcher, Submitit (SLURM or local processes) and Ray Tune all end in
+``run(cfg)``; none of them needs logic the others lack. A run is identified by the
+signature of its resolved config (``td3.records.signature``: the keys that cannot change
+its results, such as the results root, threads, the launcher and the sweep's name, are left
+out), so the same grid point launched by any launcher lands in the same directory:
+
+- a complete record there: nothing is run (``status="skipped"``);
+- a checkpoint there: the run resumes from it (a preempted or killed job);
+- an error: the run's record says ``failed`` with the error, and ``run`` returns normally,
+  so the sweep goes on. Only the launcher's own exits (SystemExit, KeyboardInterrupt:
+  Submitit's requeue on preemption, Ray stopping a trial) pass through.
+
+Each run directory also gets ``run.log``: everything the run logged, every attempt.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from . import records
+from .errors import TD3Error
+
+log = logging.getLogger("td3.run")
+
+
+@dataclass
+class RunResult:
+    """What a launcher learns about a run (small and picklable: it travels back from a
+    SLURM job or a Ray worker)."""
+
+    status: str                  # complete | skipped (complete before) | failed
+    run_dir: str
+    signature: str
+    error: str | None = None
+    metrics: dict = field(default_factory=dict)   # test metrics of the first evaluation model
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_dir_of(cfg: dict) -> Path:
+    """Where the run of ``cfg`` keeps its record."""
+    from .distill import run_dir_for
+    return run_dir_for(cfg, records.signature(cfg))
+
+
+def is_done(cfg: dict) -> bool:
+    return records.is_complete(run_dir_of(cfg))
+
+
+@contextmanager
+def run_log(run_dir: Path) -> Iterator[None]:
+    """Append the process's td3 log lines to ``run_dir/run.log`` while the run lasts."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger("td3")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def _failed_record(cfg: dict, sig: str, run_dir: Path, error: str, trace: str | None) -> None:
+    """A ``failed`` record, unless the run already wrote one (its own is more precise)."""
+    existing = records.read_record(run_dir)
+    if existing and existing.get("status") == "failed":
+        return
+    record = records.new_record("distill", cfg, sig)
+    record.update(status="failed", error=error, method=cfg.get("method"),
+                  finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    if trace:
+        record["traceback"] = trace
+    records.write_text(run_dir / "config.json", records.canonical_json(cfg) + "\n")
+    records.write_json(run_dir / records.RECORD_NAME, record)
+
+
+def run(cfg: dict, report: Callable[[dict], None] | None = None) -> RunResult:
+    """Run ``cfg`` (a resolved distill config) to its record; never raises for a failed run."""
+    from .distill import distill
+
+    sig = records.signature(cfg)
+    run_dir = run_dir_of(cfg)
+    if records.is_complete(run_dir):
+        record = records.read_record(run_dir)
+        log.info("complete, skipped: %s", run_dir)
+        return RunResult("skipped", str(run_dir), sig, metrics=_test_metrics(record))
+    t0 = time.perf_counter()
+    with run_log(run_dir):
+        log.info("run %s (%s)", sig, run_dir)
+        try:
+            path = distill(cfg, report=report)
+        except TD3Error as exc:
+            log.error("failed: %s", exc)
+            _failed_record(cfg, sig, run_dir, str(exc), None)
+            return RunResult("failed", str(run_dir), sig, error=str(exc), seconds=time.perf_counter() - t0)
+        except Exception as exc:  # a bug: keep the traceback in the record and the log
+            trace = traceback.format_exc()
+            log.error("failed with a bug: %s\n%s", exc, trace)
+            _failed_record(cfg, sig, run_dir, f"{type(exc).__name__}: {exc}", trace)
+            return RunResult("failed", str(run_dir), sig, error=f"{type(exc).__name__}: {exc}",
+                             seconds=time.perf_counter() - t0)
+        log.info("complete: %s", path)
+    record = records.read_record(run_dir)
+    return RunResult("complete", str(run_dir), sig, metrics=_test_metrics(record),
+                     seconds=time.perf_counter() - t0)
+
+
+def _test_metrics(record: dict | None) -> dict:
+    try:
+        return dict(record["metrics"]["test"]["uni100"])
+    except (KeyError, TypeError):
+        return {}

@@ -1,0 +1,105 @@
+"""Sweeps: ``python -m td3.sweep -m +sweep=table3 [hydra/launcher=td3_slurm] [overrides]``.
+
+Each grid point is one ``td3.run.run(cfg)``, launched by whichever Hydra launcher is
+chosen: the basic one (in this process, one after the other), ``submitit_local`` (local
+processes) or ``submitit_slurm`` / the ``td3_slurm`` preset (one SLURM array task per
+point). The grid comes from the sweep file (``sweeps/<name>.yaml``, see ``td3.grid``) and
+the command line. Complete runs are skipped before anything is launched
+(``hydra/sweeper=td3_grid``); a failed run leaves a ``failed`` record and the sweep goes
+on; a preempted or timed-out SLURM job is requeued by Submitit (the launcher's ``checkpoint``
+resubmits the same call) and the run resumes from its last checkpoint.
+
+The sweep directory (``<results>/sweeps/<name>/<time>/``) keeps ``multirun.yaml`` (the
+sweep's config), ``jobs/<signature>.json`` (one ledger entry per grid point: its
+overrides, status, run directory and error) and ``summary.json``, and Submitit's logs
+under ``.submitit/``. The command exits with status 1 when any run failed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from . import records
+from .cli import CONF_DIR
+
+log = logging.getLogger("td3.sweep")
+
+#: Set by ``SweepReport`` when a run of the sweep failed: the process's exit status.
+EXIT_STATUS = 0
+
+
+def write_ledger_entry(sweep_dir: str | Path, overrides: Sequence[str], **fields: Any) -> Path:
+    """The sweep's note about one grid point (named by the overrides' hash: the same point
+    always has the same entry, however often it is relaunched)."""
+    key = records.signature({"overrides": sorted(overrides)})
+    entry = {"overrides": list(overrides), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields}
+    return records.write_json(Path(sweep_dir) / "jobs" / f"{key}.json", entry)
+
+
+def read_ledger(sweep_dir: str | Path) -> list[dict]:
+    entries = []
+    for path in sorted((Path(sweep_dir) / "jobs").glob("*.json")):
+        try:
+            entries.append(json.loads(path.read_text()))
+        except ValueError:
+            entries.append({"overrides": [], "status": "unreadable", "error": f"ledger entry {path} is unreadable"})
+    return entries
+
+
+class SweepReport(Callback):
+    """After a sweep: count the outcomes, write ``summary.json``, list the failures."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global EXIT_STATUS
+        sweep_dir = Path(config.hydra.sweep.dir)
+        entries = read_ledger(sweep_dir)
+        counts: dict[str, int] = {}
+        for e in entries:
+            counts[e.get("status", "unknown")] = counts.get(e.get("status", "unknown"), 0) + 1
+        failed = [e for e in entries if e.get("status") not in ("complete", "skipped")]
+        records.write_json(sweep_dir / "summary.json", {"jobs": len(entries), "counts": counts,
+                                                        "failed": failed})
+        print(f"td3 sweep: {len(entries)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+              + f" ({sweep_dir})", flush=True)
+        for e in failed:
+            print(f"  FAILED {' '.join(e.get('overrides', []))}: {e.get('error')}", flush=True)
+        if failed:
+            EXIT_STATUS = 1
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="distill")
+def task(cfg: DictConfig) -> dict:
+    """One grid point: resolve the config, run it, note the outcome in the sweep's ledger."""
+    from .run import RunResult, run
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    hc = HydraConfig.get()
+    overrides = list(hc.overrides.task)
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as exc:  # cannot even name the run: note it and go on
+        result = RunResult("failed", "", "", error=f"config does not resolve: {exc}")
+    else:
+        result = run(config)
+    print(f"td3: {result.status}: {result.run_dir}" + (f" ({result.error})" if result.error else ""), flush=True)
+    if hc.mode == hydra.types.RunMode.MULTIRUN:
+        write_ledger_entry(hc.sweep.dir, overrides, **result.as_dict())
+    return result.as_dict()
+
+
+def main() -> None:
+    task()
+    sys.exit(EXIT_STATUS)
+
+
+if __name__ == "__main__":
+    main()
