@@ -126,12 +126,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def exclusive(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` (``flock``; released when the process dies).
+    """Hold an exclusive lock on ``<path>/.lock`` (``flock``; released when the process dies).
 
     Concurrent jobs of a sweep share work: every distillation of a dataset needs the same
     teacher, every evaluation of a summary the same summary. The first job to get the lock
     computes it; the others wait and then find it complete."""
-    lock = Path(f"{path}.lock")
+    lock = Path(path) / ".lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -98,7 +98,10 @@ def task(cfg: DictConfig) -> dict:
 
 def main() -> None:
     task()
-    sys.exit(EXIT_STATUS)
+    # The callback sets the flag on the module ``td3.sweep``, which under ``python -m`` is
+    # not this ``__main__`` module.
+    from td3 import sweep as module
+    sys.exit(module.EXIT_STATUS)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,212 @@
+"""Sweeps through the real command line: ``python -m td3.sweep -m +sweep=smoke ...``.
+
+The grid expansion is checked directly; the launchers run for real: Hydra's basic
+launcher in-process, and Submitit on the project's local SLURM (slurmctld, slurmd, munge,
+slurmdbd with MariaDB), where a job is preempted (requeued mid-run, then resumes) and
+another is cancelled (the sweep must end, not wait forever).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import REPO, run_cli
+
+import slurm_cluster
+from td3.grid import expand
+
+SMOKE = ["+sweep=smoke", "threads=1"]
+
+
+def make_env(root: Path, **extra) -> dict:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("TD3_")}
+    (root / "mirror").mkdir(parents=True, exist_ok=True)
+    e.update(TD3_DATA_DIR=str(root / "data"), TD3_RESULTS_DIR=str(root / "runs"),
+             TD3_DATA_MIRROR=str(root / "mirror"), PYTHONPATH=str(REPO), **extra)
+    return e
+
+
+def records_under(root: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in (root / "runs" / "distill").glob("*/record.json")}
+
+
+def last_summary(root: Path, name: str = "smoke") -> dict:
+    sweeps = sorted((root / "runs" / "sweeps" / name).iterdir())
+    return json.loads((sweeps[-1] / "summary.json").read_text())
+
+
+# ------------------------------------------------------------------ the grid
+def test_grid_is_a_union_of_cartesian_blocks():
+    jobs = expand({"seed": "0,1"}, [{"dataset": "a", "summary.mu": "10,20"}, {"dataset": "b", "method": "full"}], [])
+    assert [sorted(j) for j in jobs] == [sorted(j) for j in [
+        ["seed=0", "dataset=a", "summary.mu=10"], ["seed=0", "dataset=a", "summary.mu=20"],
+        ["seed=1", "dataset=a", "summary.mu=10"], ["seed=1", "dataset=a", "summary.mu=20"],
+        ["seed=0", "dataset=b", "method=full"], ["seed=1", "dataset=b", "method=full"]]]
+
+
+def test_command_line_replaces_params_and_selects_among_block_keys():
+    params, grid = {"seed": "0,1,2"}, [{"dataset": "a", "method": "td3,farzi"}, {"dataset": "b", "method": "td3"}]
+    jobs = expand(params, grid, ["seed=7", "dataset=b", "+sweep=x"])
+    assert jobs == [["seed=7", "dataset=b", "method=td3", "+sweep=x"]]
+    # a selection that matches nothing gives no jobs; duplicates across blocks collapse
+    assert expand(params, grid, ["dataset=c"]) == []
+    assert len(expand({}, [{"m": "1,2"}, {"m": "2,3"}], [])) == 3
+
+
+def test_every_sweep_file_expands():
+    from omegaconf import OmegaConf
+    sizes = {}
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        sweeper = OmegaConf.load(path).hydra.sweeper
+        jobs = expand(sweeper.get("params"), sweeper.get("grid"), [])
+        sizes[path.stem] = len(jobs)
+        assert all(any(o.startswith("seed=") for o in job) for job in jobs), f"{path.name}: a job without a seed"
+    assert sizes["table3"] == 4 * 3 * (2 * 2 + 3)  # datasets × seeds × (td3, farzi × 2 protocols + 3 baselines)
+    assert sizes["table6"] == 3 * 2 * 2 * 2
+    assert sizes["ranks"] == 3 * 3 * 2
+
+
+# ------------------------------------------------------- Hydra's basic launcher
+def test_basic_sweep_runs_skips_and_records_failures(tmp_path):
+    env = make_env(tmp_path)
+    first = run_cli("td3.sweep", "-m", *SMOKE, env=env, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    recs = records_under(tmp_path)
+    assert len(recs) == 4 and all(r["status"] == "complete" for r in recs.values())
+    assert sorted(r["config"]["method"] for r in recs.values()) == ["random", "random", "td3", "td3"]
+    assert all(r["config"].get("sweep") == {"name": "smoke"} for r in recs.values())
+    for name in recs:  # the run directory holds its log
+        assert "complete" in (tmp_path / "runs" / "distill" / name / "run.log").read_text()
+    assert last_summary(tmp_path)["counts"] == {"complete": 4}
+
+    # Relaunch: every point is complete, nothing runs (records untouched).
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs" / "distill").glob("*/record.json")}
+    again = run_cli("td3.sweep", "-m", *SMOKE, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 skipped" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+    # One more seed, and an impossible setting for td3 only (Tucker rank above μ): the
+    # td3 point fails with a record, the random point completes, the sweep exits 1.
+    bad = run_cli("td3.sweep", "-m", *SMOKE, "seed=5", "summary.d1=20", env=env, timeout=600)
+    assert bad.returncode == 1, bad.stderr[-3000:]
+    recs = records_under(tmp_path)
+    failed = [r for r in recs.values() if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["config"]["method"] == "td3"
+    assert "d1=20" in failed[0]["error"] and failed[0]["signature"]
+    assert sum(r["status"] == "complete" and r["config"]["seed"] == 5 for r in recs.values()) == 1
+    summary = last_summary(tmp_path)
+    assert summary["counts"] == {"complete": 1, "failed": 1}
+    assert "FAILED" in bad.stdout and "d1=20" in bad.stdout
+
+
+def test_same_signature_from_distill_and_sweep(tmp_path):
+    """A single run and the sweep's grid point are one run: the sweep skips it."""
+    env = make_env(tmp_path)
+    single = run_cli("td3.distill", *SMOKE, "seed=0", "method=random", env=env, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    sweep = run_cli("td3.sweep", "-m", *SMOKE, "seed=0", "method=random", env=env, timeout=600)
+    assert sweep.returncode == 0 and "1 skipped" in sweep.stdout, sweep.stdout + sweep.stderr[-2000:]
+
+
+# -------------------------------------------------------------- real SLURM
+@pytest.fixture(scope="module")
+def slurm():
+    reason = slurm_cluster.missing()
+    if reason:
+        pytest.skip(reason)
+    env = slurm_cluster.start()
+    yield env
+    slurm_cluster.stop()
+
+
+LONG = ["distill.outer.epochs=12", "distill.steps=20", "distill.validate_every=100", "distill.checkpoint_every=2"]
+
+
+@pytest.mark.slow
+def test_slurm_sweep_completes_with_one_thread_per_job(tmp_path, slurm):
+    env = make_env(tmp_path, **slurm)
+    proc = run_cli("td3.sweep", "-m", "+sweep=smoke", "hydra/launcher=td3_slurm", env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    recs = records_under(tmp_path)
+    assert len(recs) == 4 and all(r["status"] == "complete" for r in recs.values())
+    assert {r["environment"]["torch_threads"] for r in recs.values()} == {1}  # cpus_per_task=1
+    submitit_dirs = list((tmp_path / "runs" / "sweeps" / "smoke").glob("*/.submitit/*"))
+    assert submitit_dirs, "Submitit's job folders are missing"
+    job = submitit_dirs[0].name.split("_")[0]
+    # the accounting database learns of the ends a moment after the results are in
+    slurm_cluster.wait_for(lambda: set(slurm_cluster.sacct_states(env, job)) == {"COMPLETED"}, 120,
+                           "sacct to report the four tasks COMPLETED")
+    assert len(slurm_cluster.sacct_states(env, job)) == 4
+
+
+@pytest.mark.slow
+def test_preempted_slurm_job_requeues_and_resumes_to_the_same_summary(tmp_path, slurm):
+    args = ["+sweep=smoke", "threads=1", "seed=3", "method=td3", *LONG]
+    # Uninterrupted reference, in its own results root.
+    ref_root = tmp_path / "reference"
+    ref = run_cli("td3.distill", *args, env=make_env(ref_root), timeout=900)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    root = tmp_path / "preempted"
+    env = make_env(root, **slurm)
+    shutil.copytree(ref_root / "runs" / "train", root / "runs" / "train")  # the same teacher, not trained twice
+    sweep = subprocess.Popen([sys.executable, "-m", "td3.sweep", "-m", *args, "hydra/launcher=td3_slurm"],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        state = slurm_cluster.wait_for(lambda: next(root.glob("runs/summaries/*/state.pt"), None), 600,
+                                       "the job's first checkpoint")
+        job = slurm_cluster.wait_for(lambda: next((p.name for p in root.glob("runs/sweeps/smoke/*/.submitit/*")
+                                                   if p.name[0].isdigit()), None), 60, "the job id")
+        # What a preemption does (as submitit's own _interrupt): SIGTERM, then the USR2 signal.
+        for sig in ("SIGTERM", "USR2"):
+            subprocess.run(["scancel", job, "--signal", sig], env=env, check=True, timeout=30)
+        # SLURM holds a requeued job back for a while (its begin time is pushed ~2 minutes
+        # on); on a real cluster the job waits, here it is released at once.
+        slurm_cluster.wait_for(lambda: "PENDING" in slurm_cluster.sacct_states(env, job) or sweep.poll() is not None,
+                               120, "the requeued job")
+        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], env=env, timeout=30)
+        out, _ = sweep.communicate(timeout=900)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, out[-4000:]
+    run_dir = next(root.glob("runs/distill/*td3*"))
+    log = (run_dir / "run.log").read_text()
+    assert log.count(" run ") >= 2, log  # two attempts
+    summary_log = next(root.glob("runs/sweeps/smoke/*/.submitit/*/*_log.err")).read_text()
+    assert "preempted" in summary_log or "requeue" in summary_log.lower(), summary_log[-2000:]
+    ours = torch.load(run_dir / "summary.pt", weights_only=True)["tensors"]
+    theirs = torch.load(next(ref_root.glob("runs/distill/*td3*")) / "summary.pt", weights_only=True)["tensors"]
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        assert torch.equal(ours[k], theirs[k]), k
+    assert not state.exists()  # the resume state is gone once the summary is complete
+
+
+@pytest.mark.slow
+def test_cancelled_slurm_job_ends_the_sweep_instead_of_hanging(tmp_path, slurm):
+    root = tmp_path
+    env = make_env(root, **slurm)
+    sweep = subprocess.Popen([sys.executable, "-m", "td3.sweep", "-m", "+sweep=smoke", "seed=4", "method=td3",
+                              *LONG, "distill.outer.epochs=2000", "hydra/launcher=td3_slurm"],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        job = slurm_cluster.wait_for(lambda: next((p.name for p in root.glob("runs/sweeps/smoke/*/.submitit/*")
+                                                   if p.name[0].isdigit()), None), 300, "the job id")
+        slurm_cluster.wait_for(lambda: "RUNNING" in slurm_cluster.sacct_states(env, job.split("_")[0]), 300,
+                               "the job to run")
+        subprocess.run(["scancel", job.split("_")[0]], env=env, check=True, timeout=30)
+        out, _ = sweep.communicate(timeout=300)  # without slurmdbd this would wait forever
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode != 0
+    assert "CANCELLED" in out or "cancel" in out.lower(), out[-3000:]
