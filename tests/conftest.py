@@ -47,3 +47,18 @@ def mirror_data_dir(data_dir, shared_datasets, monkeypatch) -> Path:
     """An empty data directory whose files come from the shared real-data mirror."""
     monkeypatch.setenv("TD3_DATA_MIRROR", str(shared_datasets))
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """The project's local SLURM (slurm/local-cluster.sh), started once for the session:
+    the environment variables a client needs. Skips where it cannot run (not root, or the
+    Debian packages missing); CI installs them."""
+    import slurm_cluster
+
+    reason = slurm_cluster.missing()
+    if reason:
+        pytest.skip(reason)
+    env = slurm_cluster.start()
+    yield env
+    slurm_cluster.stop()

@@ -117,16 +117,6 @@ def test_same_signature_from_distill_and_sweep(tmp_path):
 
 
 # -------------------------------------------------------------- real SLURM
-@pytest.fixture(scope="module")
-def slurm():
-    reason = slurm_cluster.missing()
-    if reason:
-        pytest.skip(reason)
-    env = slurm_cluster.start()
-    yield env
-    slurm_cluster.stop()
-
-
 LONG = ["distill.outer.epochs=12", "distill.steps=20", "distill.validate_every=100", "distill.checkpoint_every=2"]
 
 

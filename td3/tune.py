@@ -1,0 +1,162 @@
+"""Ray Tune: ``python -m td3.tune +sweep=table3 [overrides] [--address auto] [--scheduler asha]``.
+
+The same grid as ``python -m td3.sweep -m +sweep=...`` (the sweep file and the command
+line's overrides, expanded by ``td3.grid.expand``), each point one Ray Tune trial calling
+``td3.run.run``, so the records are the same records, in the same directories: a point
+that is complete already (by any launcher) is not run again, and a broken one resumes.
+
+- ``--address``: a running cluster (``auto``, ``ray://host:10001``, ``host:6379``);
+  without it Ray starts a local one. Under ``ray job submit`` the job's cluster is used.
+- ``--scheduler asha``: ASHA stops poor trials early on their validation score
+  (``valid_MRR@10``, reported after each validation of a summary): for learning-rate
+  searches. A stopped trial keeps its checkpoint and its record says ``running``:
+  relaunching the point resumes it.
+- ``--cpus-per-trial``: CPUs Ray reserves per trial; torch uses as many threads.
+- ``--storage-path``: Ray Tune's own results (default ``<results_dir>/ray``, absolute).
+
+Exits with status 1 when any trial failed.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from . import records
+from .cli import CONF_DIR
+
+log = logging.getLogger("td3.tune")
+
+METRIC = "valid_MRR@10"
+#: Environment passed to the trials: where data and results live.
+ENV_PREFIXES = ("TD3_",)
+
+
+def compose_config(overrides: list[str], hydra: bool = False) -> dict:
+    """The resolved distill config for ``overrides`` (with the ``hydra`` node if asked)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("distill", overrides=list(overrides), return_hydra_config=hydra)
+    if hydra:
+        return OmegaConf.to_container(cfg, resolve=False)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def grid_jobs(overrides: list[str]) -> tuple[str, list[list[str]]]:
+    """The sweep's name and its jobs (each a list of overrides)."""
+    from .grid import expand
+
+    fixed = [o for o in overrides if "," not in o.split("=", 1)[-1]]  # a sweep value is not composable
+    base = compose_config(fixed, hydra=True)
+    sweeper = base["hydra"].get("sweeper", {}) or {}
+    name = (base.get("sweep") or {}).get("name", "adhoc")
+    return name, expand(sweeper.get("params"), sweeper.get("grid"), overrides)
+
+
+def trial(config: dict, configs: list[dict]) -> None:
+    """One Ray Tune trial: a grid point's run, reporting validations and the final result."""
+    from ray import tune
+
+    from .run import run
+
+    cfg = configs[config["job"]]
+    reported = {"any": False}
+
+    def report(metrics: dict) -> None:
+        reported["any"] = True
+        tune.report({METRIC: metrics["valid_MRR@10"], "outer_step": metrics["step"]})
+
+    result = run(cfg, report=report)
+    record = records.read_record(result.run_dir) or {}
+    final = {"status": result.status, "run_dir": result.run_dir, "signature": result.signature,
+             "error": result.error or ""}
+    try:
+        final[METRIC] = record["metrics"]["valid"]["uni100"]["MRR@10"]
+    except (KeyError, TypeError):
+        final[METRIC] = float("nan")
+    final.update({f"test_{k}": v for k, v in result.metrics.items()})
+    tune.report(final)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m td3.tune", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--address", default=None, help="Ray cluster to join (default: a local one)")
+    ap.add_argument("--scheduler", choices=("fifo", "asha"), default="fifo")
+    ap.add_argument("--cpus-per-trial", type=float, default=1)
+    ap.add_argument("--gpus-per-trial", type=float, default=0)
+    ap.add_argument("--max-concurrent", type=int, default=0, help="0: as many as the cluster fits")
+    ap.add_argument("--grace-period", type=int, default=2, help="ASHA: validations before a trial may stop")
+    ap.add_argument("--storage-path", default=None)
+    ap.add_argument("--name", default=None, help="experiment name (default: the sweep's)")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. +sweep=table3 seed=0,1")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from .errors import TD3Error
+    from .run import is_done, run_dir_of
+
+    try:
+        name, jobs = grid_jobs(args.overrides)
+        configs = []
+        for job in jobs:
+            cfg = compose_config(job)
+            cfg["results_dir"] = str(Path(cfg["results_dir"]).resolve())  # trials run elsewhere
+            cfg["threads"] = max(1, int(args.cpus_per_trial))
+            configs.append(cfg)
+    except TD3Error as exc:
+        print(f"td3: error: {exc}", file=sys.stderr)
+        return 2
+    todo = [(job, cfg) for job, cfg in zip(jobs, configs) if not is_done(cfg)]
+    print(f"td3 tune: {len(jobs)} runs, {len(jobs) - len(todo)} complete already, launching {len(todo)}", flush=True)
+    if not todo:
+        return 0
+
+    results_dir = Path(configs[0]["results_dir"])
+    storage = Path(args.storage_path or results_dir / "ray").resolve()
+    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+    init = {"address": args.address} if args.address else {"include_dashboard": False}
+    # Under `ray job submit` the job has a runtime env of its own, holding the same TD3_*
+    # variables (the driver inherited them): let Ray merge the two.
+    os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
+    ray.init(runtime_env={"env_vars": env}, **init)
+    scheduler = (ASHAScheduler(metric=METRIC, mode="max", grace_period=args.grace_period,
+                               max_t=max(2, max(c["distill"]["outer"]["epochs"] for c in configs) * 1000))
+                 if args.scheduler == "asha" else FIFOScheduler())
+    trainable = tune.with_resources(tune.with_parameters(trial, configs=[cfg for _, cfg in todo]),
+                                    {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"job": tune.grid_search(list(range(len(todo))))},
+        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1,
+                                    max_concurrent_trials=args.max_concurrent or None),
+        run_config=tune.RunConfig(name=args.name or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  storage_path=str(storage), verbose=1),
+    )
+    grid = tuner.fit()
+    failed = 0
+    for res in grid:
+        m = res.metrics or {}
+        status = m.get("status", "stopped" if res.error is None else "failed")
+        if res.error is not None or status == "failed":
+            failed += 1
+        print(f"  {status:9s} {m.get('run_dir', '?')}" + (f"  ({m.get('error') or res.error})"
+                                                        if status == "failed" else ""), flush=True)
+    print(f"td3 tune: {len(grid)} trials, {failed} failed; Ray Tune results in {storage}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
