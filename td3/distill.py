@@ -75,6 +75,8 @@ def check_config(cfg: dict) -> None:
         problems.append(f"distill.inner.batch_size={inner['batch_size']} exceeds summary.mu={s['mu']}")
     if d["init"] not in ("per_step", "per_epoch"):
         problems.append(f"distill.init={d['init']!r}: expected per_step or per_epoch")
+    if d.get("init_from", "pool") not in ("pool", "scratch"):
+        problems.append(f"distill.init_from={d['init_from']!r}: expected pool or scratch")
     if outer["epochs"] < 1 or outer["batch_size"] < 1:
         problems.append("distill.outer.epochs and distill.outer.batch_size must be >= 1")
     if cfg["max_len"] != s["zeta"] and cfg["method"] in SUMMARY_METHODS:
@@ -257,7 +259,8 @@ def _distill(cfg: dict, sig: str, run_dir: Path, report) -> Path:
             for name in ("summary.pt", "summary.inter"):  # the run directory is self-contained
                 with records.atomic_path(run_dir / name) as tmp:
                     shutil.copyfile(summary_dir / name, tmp)
-            record["distill"] = info
+            # the per-step history stays in the summary's distill.json: records stay small
+            record["distill"] = {k: v for k, v in info.items() if k != "history"}
             record["summary"] = {"kind": summary.kind, "parameters": summary.num_parameters(),
                                  "storage": summary.storage(), "file": "summary.pt", "inter": "summary.inter",
                                  "dir": str(summary_dir), "signature": summary_sig}
@@ -271,7 +274,7 @@ def _distill(cfg: dict, sig: str, run_dir: Path, report) -> Path:
                                  "interactions": int(sum(len(s) for s in seqs)), "inter": "summary.inter"}
 
         with timer("evaluation"):
-            evaluations, per_user = [], []
+            evaluations, per_user, train_runs = [], [], []
             ev = cfg["evaluation"]
             for name in ev["models"]:
                 options = model_options(model_config(name, cfg))
@@ -299,13 +302,14 @@ def _distill(cfg: dict, sig: str, run_dir: Path, report) -> Path:
                         full_record_path = train_full(full_cfg)
                         full = json.loads(full_record_path.read_text())
                         metrics, seconds, best_epoch = full["metrics"], full["timings"]["total"], full["best_epoch"]
+                        train_runs.append(str(full_record_path.parent))
                         frames = [pd.read_parquet(full_record_path.parent / full["per_user"])]
                     evaluations.append({"model": name, "seed": seed, "protocol": ev["protocol"],
                                         "metrics": metrics, "best_epoch": best_epoch, "seconds": round(seconds, 3)})
                     per_user.append(pd.concat(frames, ignore_index=True).assign(model=name, seed=seed))
     except TrainingError as exc:
         record.update(status="failed", error=str(exc), timings=timer.as_dict(), peak_memory_mb=records.peak_rss_mb())
-        records.write_json(run_dir / records.RECORD_NAME, record)
+        records.write_record(run_dir, record)
         raise
 
     with records.atomic_path(run_dir / "per_user.parquet") as tmp:
@@ -316,12 +320,13 @@ def _distill(cfg: dict, sig: str, run_dir: Path, report) -> Path:
         metrics_by_model={name: mean_metrics([e["metrics"] for e in evaluations if e["model"] == name])
                           for name in cfg["evaluation"]["models"]},
         evaluations=evaluations,
+        train_runs=train_runs,
         per_user="per_user.parquet",
         timings=timer.as_dict(),
         peak_memory_mb=records.peak_rss_mb(),
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    return records.write_json(run_dir / records.RECORD_NAME, record)
+    return records.write_record(run_dir, record)
 
 
 def mean_metrics(results: list[dict]) -> dict:
@@ -381,7 +386,10 @@ class BilevelEngine:
         g = torch.Generator().manual_seed(step_seed(self.seed, step))  # init draw, M, batches, ALT
         if d["init"] == "per_step" or self._pool_index is None or in_epoch == 0:
             self._pool_index = int(torch.randint(len(self.teacher.pool), (1,), generator=g))
-        init = dict(self.teacher.pool[self._pool_index])
+        if d.get("init_from", "pool") == "scratch":  # a freshly initialised learner, as evaluation trains
+            init = self._fresh_init(self._pool_index)
+        else:
+            init = dict(self.teacher.pool[self._pool_index])
         if self.frozen_E is not None:
             init[EMBEDDING] = self.frozen_E
         M = int(torch.randint(d["window"], d["steps"] + 1, (1,), generator=g))
@@ -408,6 +416,19 @@ class BilevelEngine:
         self.sched.step()
         return {"step": step + 1, "ce": round(ce.item(), 5), "fsa": round(fsa.item(), 5),
                 "grad_norm": round(norm.item(), 5), "M": M, "init": self._pool_index}
+
+    def _fresh_init(self, index: int) -> dict:
+        """A fresh learner's weights: ``len(pool)`` fixed draws, so that a per-epoch init
+        and a resumed run see the same ones."""
+        if not hasattr(self, "_fresh"):
+            self._fresh = {}
+        if index not in self._fresh:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(step_seed(self.seed, 10_000_019 + index))
+                model = build_model(self.cfg["model"]["name"], self.learner.num_items, max_len=self.cfg["max_len"],
+                                    **model_options(self.cfg["model"]))
+            self._fresh[index] = {k: v.to(self.x.device) for k, v in model.state_dict().items()}
+        return dict(self._fresh[index])
 
     def state_dict(self) -> dict:
         return {"summary": self.summary.state_dict(), "optimizer": self.opt.state_dict(),

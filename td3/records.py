@@ -160,6 +160,32 @@ def torch_save(obj: Any, path: str | Path) -> Path:
     return Path(path)
 
 
+#: Files of a run directory whose sha256 goes into its record (when present).
+SEALED_FILES = ("per_user.parquet", "summary.pt", "summary.inter", "config.json")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def seal_of(record: dict) -> str:
+    """sha256 of the record's canonical JSON without its seal: any later edit changes it."""
+    return hashlib.sha256(canonical_json({k: v for k, v in record.items() if k != "seal"}).encode()).hexdigest()
+
+
+def write_record(run_dir: str | Path, record: dict) -> Path:
+    """Write ``record.json`` last and atomically, with the sha256 of the run's files and a
+    seal over the whole record, so that an audit detects a file or a record edited later."""
+    run_dir = Path(run_dir)
+    record["files"] = {name: file_sha256(run_dir / name) for name in SEALED_FILES if (run_dir / name).is_file()}
+    record["seal"] = seal_of(record)
+    return write_json(run_dir / RECORD_NAME, record)
+
+
 def read_record(run_dir: str | Path) -> dict | None:
     """The run's record, or None if there is none (or it cannot be parsed)."""
     path = Path(run_dir) / RECORD_NAME

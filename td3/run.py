@@ -84,7 +84,7 @@ def _failed_record(cfg: dict, sig: str, run_dir: Path, error: str, trace: str | 
     if trace:
         record["traceback"] = trace
     records.write_text(run_dir / "config.json", records.canonical_json(cfg) + "\n")
-    records.write_json(run_dir / records.RECORD_NAME, record)
+    records.write_record(run_dir, record)
 
 
 def run(cfg: dict, report: Callable[[dict], None] | None = None) -> RunResult:

@@ -192,7 +192,7 @@ def _train(cfg: dict, sig: str, run_dir: Path) -> Path:
                 break
     except TrainingError as exc:
         record.update(status="failed", error=str(exc), timings=timer.as_dict())
-        records.write_json(run_dir / records.RECORD_NAME, record)
+        records.write_record(run_dir, record)
         raise
     finally:
         bar.close()
@@ -227,7 +227,7 @@ def _train(cfg: dict, sig: str, run_dir: Path) -> Path:
         peak_memory_mb=records.peak_rss_mb(),
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    path = records.write_json(run_dir / records.RECORD_NAME, record)
+    path = records.write_record(run_dir, record)
     last.unlink(missing_ok=True)  # the record supersedes the resume state
     return path
 

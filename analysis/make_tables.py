@@ -1,0 +1,491 @@
+"""The paper's Tables 2-6 and Figure 4 from a results root: ``python analysis/make_tables.py``.
+
+    python analysis/make_tables.py --results runs --out tables [--paper ../shared/reference/paper_tables.csv] [--holm]
+
+Reads every run record under ``<results>/distill/`` (``analysis/load.py``) and writes, for
+each ranking protocol (uni100: 100 sampled negatives, the paper's; full: every item) and
+each summary-evaluation protocol (scratch: fresh learners; paper: the teacher's item
+table), Markdown, LaTeX and CSV files of
+
+- Table 2: TD3 at each dataset's summary sizes against Full-Data (HR/NDCG/MRR@5/10/20);
+- Table 3: Random, Longest, Farzi, TD3 and Full-Data;
+- Table 4: each architecture trained on a SASRec summary against the same architecture
+  trained on the full data;
+- Table 6: FSA × ALT;
+- Figure 4: NDCG@10 against summary size (μ·ζ interactions) for TD3, Farzi, Random, Longest (PNG);
+
+and Table 5 (distillation time and peak memory, full-data training, training on the
+summary, speed-up), protocol-free. Cells are mean ± std over seeds (in %), n seeds when
+fewer than the most common; best in bold, better than Full-Data underlined, and * / **
+mark p < 0.05 / 0.01 against Full-Data (paired t-test when both ran the same seeds,
+Welch otherwise; ``--holm`` adjusts p over each table). The CSV has every number: means,
+std, n, the test, p, Holm's p, the difference with its 95% CI, the effect size, and the
+paper's figure when ``--paper`` is given. ``problems.md`` lists failed and missing runs
+(records that are not complete, and sweep ledger entries without a complete record).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load import METHOD_LABELS, load, variant_labels  # noqa: E402
+from stats import compare_seeds, holm, stars  # noqa: E402
+
+METRICS = [f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (5, 10, 20)]
+RANKINGS = ("uni100", "full")
+SUMMARY_PROTOCOLS = ("scratch", "paper")
+METHOD_ORDER = ["random", "longest", "naive", "farzi", "td3", "full"]
+PAPER_DATASET = {"magazine-2018": "magazine", "ml-1m-slice": "ml-1m"}
+MODEL_LABELS = {"sasrec": "SASRec", "gru4rec": "GRU4Rec", "narm": "NARM", "bert4rec": "BERT4Rec"}
+
+
+# ------------------------------------------------------------------ values
+def seed_values(values: pd.DataFrame, runs: pd.DataFrame, ranking: str, model: str = "sasrec",
+                split: str = "test") -> pd.DataFrame:
+    """One row per (run, metric): the run's value (mean over its learner seeds)."""
+    v = values[(values["split"] == split) & (values["protocol"] == ranking) & (values["model"] == model)]
+    v = v.groupby(["run_dir", "metric"], as_index=False)["value"].mean()
+    return v.merge(runs, on="run_dir", how="inner")
+
+
+def cell_stats(sub: pd.DataFrame, metric: str) -> dict:
+    """{seed: value} of one table cell (several runs of one seed: their mean)."""
+    s = sub[sub["metric"] == metric]
+    return s.groupby("seed")["value"].mean().to_dict()
+
+
+class Table:
+    """Rows × metric columns of seed-value dicts, plus what to compare each row against."""
+
+    def __init__(self, name: str, title: str, columns: list[str]):
+        self.name, self.title, self.columns = name, title, columns
+        self.rows: list[dict] = []  # {"group", "label", "method", "cells": {col: {seed: v}}, "reference": row index}
+
+    def add(self, group: str, label: str, method: str, cells: dict, reference: int | None = None,
+            paper: dict | None = None, extra: dict | None = None) -> int:
+        self.rows.append({"group": group, "label": label, "method": method, "cells": cells,
+                          "reference": reference, "paper": paper or {}, "extra": extra or {}})
+        return len(self.rows) - 1
+
+    # -------------------------------------------------------------- statistics
+    def finish(self, use_holm: bool) -> None:
+        tests = []
+        for row in self.rows:
+            row["stats"] = {}
+            ref = self.rows[row["reference"]] if row["reference"] is not None else None
+            for col in self.columns:
+                vals = row["cells"].get(col, {})
+                entry = {"mean": float(np.mean(list(vals.values()))) if vals else math.nan,
+                         "std": float(np.std(list(vals.values()), ddof=1)) if len(vals) > 1 else math.nan,
+                         "n": len(vals), "seeds": sorted(vals)}
+                if ref is not None and vals and ref["cells"].get(col):
+                    comp = compare_seeds(vals, ref["cells"][col])
+                    entry["comparison"] = comp
+                    tests.append((row, col, comp.p))
+                row["stats"][col] = entry
+        adjusted = holm([p for _, _, p in tests]) if tests else []
+        for (row, col, _), p_adj in zip(tests, adjusted):
+            row["stats"][col]["p_holm"] = float(p_adj)
+        self.use_holm = use_holm
+        # best per column within a group; "better than the reference"
+        for col in self.columns:
+            for group in dict.fromkeys(r["group"] for r in self.rows):
+                members = [r for r in self.rows if r["group"] == group and r["stats"][col]["n"]]
+                if not members:
+                    continue
+                best = max(r["stats"][col]["mean"] for r in members)
+                for r in members:
+                    r["stats"][col]["best"] = r["stats"][col]["mean"] == best
+        for row in self.rows:
+            ref = self.rows[row["reference"]] if row["reference"] is not None else None
+            for col in self.columns:
+                st = row["stats"][col]
+                st["above_reference"] = bool(ref is not None and st["n"] and ref["stats"][col]["n"]
+                                             and st["mean"] > ref["stats"][col]["mean"])
+
+    def p_of(self, st: dict) -> float:
+        if "comparison" not in st:
+            return math.nan
+        return st.get("p_holm", math.nan) if self.use_holm else st["comparison"].p
+
+    # ------------------------------------------------------------------ output
+    def _cell_text(self, row: dict, col: str, fmt: str) -> str:
+        st = row["stats"][col]
+        if not st["n"]:
+            return "—"
+        body = f"{100 * st['mean']:.2f}"
+        if st["n"] > 1:
+            body += f" ± {100 * st['std']:.2f}" if fmt == "md" else f" $\\pm$ {100 * st['std']:.2f}"
+        mark = stars(self.p_of(st))
+        expected = max((r["stats"][col]["n"] for r in self.rows), default=0)
+        if st["n"] < expected:
+            body += f" (n={st['n']})"
+        if st.get("best"):
+            body = f"**{body}**" if fmt == "md" else f"\\textbf{{{body}}}"
+        if st.get("above_reference"):
+            body = f"<u>{body}</u>" if fmt == "md" else f"\\underline{{{body}}}"
+        body += mark if fmt == "md" else (f"$^{{{mark}}}$" if mark else "")
+        paper = row["paper"].get(col)
+        if paper is not None:
+            body += f" [{paper:.2f}]"
+        return body
+
+    def markdown(self) -> str:
+        head = ["", ""] + self.columns
+        lines = [f"### {self.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in self.rows:
+            cells = [row["group"], row["label"]] + [self._cell_text(row, c, "md") for c in self.columns]
+            lines.append("| " + " | ".join(cells) + " |")
+        if any(r["paper"] for r in self.rows):
+            lines.append("\n[paper's figure in brackets]")
+        return "\n".join(lines) + "\n"
+
+    def latex(self) -> str:
+        cols = "ll" + "r" * len(self.columns)
+        out = [f"% {self.title}", f"\\begin{{tabular}}{{{cols}}}", "\\toprule",
+               " & & " + " & ".join(c.replace("@", "@") for c in self.columns) + " \\\\", "\\midrule"]
+        for row in self.rows:
+            label = row["label"].replace("_", "\\_").replace("%", "\\%")
+            out.append(f"{row['group']} & {label} & " + " & ".join(self._cell_text(row, c, "tex") for c in self.columns)
+                       + " \\\\")
+        out += ["\\bottomrule", "\\end{tabular}"]
+        return "\n".join(out) + "\n"
+
+    def frame(self) -> pd.DataFrame:
+        recs = []
+        for row in self.rows:
+            for col in self.columns:
+                st = row["stats"][col]
+                comp = st.get("comparison")
+                recs.append({"table": self.name, "group": row["group"], "row": row["label"], "method": row["method"],
+                             "column": col, "mean": st["mean"], "std": st["std"], "n": st["n"],
+                             "seeds": " ".join(map(str, st["seeds"])),
+                             "test": comp.test if comp else "", "p": comp.p if comp else math.nan,
+                             "p_holm": st.get("p_holm", math.nan), "diff": comp.diff if comp else math.nan,
+                             "ci_low": comp.ci_low if comp else math.nan, "ci_high": comp.ci_high if comp else math.nan,
+                             "effect_size": comp.effect if comp else math.nan,
+                             "paper": row["paper"].get(col, math.nan), **row["extra"]})
+        return pd.DataFrame(recs)
+
+
+# -------------------------------------------------------------- paper numbers
+def paper_lookup(path: Path | None) -> pd.DataFrame:
+    if path is None or not Path(path).is_file():
+        return pd.DataFrame(columns=["table", "dataset", "size", "method", "model", "metric", "mean", "std"])
+    return pd.read_csv(path)
+
+
+def paper_cells(paper: pd.DataFrame, table: str, dataset: str, size: str, method: str, model: str = "SASRec") -> dict:
+    sub = paper[(paper["table"] == table) & (paper["dataset"] == PAPER_DATASET.get(dataset, dataset))
+                & (paper["size"].astype(str) == size) & (paper["method"] == method) & (paper["model"] == model)]
+    return {r.metric: float(r.mean) for r in sub.itertuples()}
+
+
+# ------------------------------------------------------------------ tables
+def table2(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame) -> Table:
+    t = Table("table2", f"Table 2: TD3 by summary size against Full-Data ({ranking} ranking, {protocol} evaluation)",
+              METRICS)
+    use_paper = ranking == "uni100"
+    for dataset in sorted(sv["dataset"].dropna().unique()):
+        d = sv[sv["dataset"] == dataset]
+        full = d[d["method"] == "full"]
+        td3 = d[(d["method"] == "td3") & (d["summary_protocol"] == protocol)]
+        if td3.empty and full.empty:
+            continue
+        ref = None
+        if not full.empty:
+            ref = t.add(dataset, "Full-Data", "full", {m: cell_stats(full, m) for m in METRICS},
+                        paper=paper_cells(paper, "table2", dataset, "full", "Full-Data") if use_paper else None)
+        for (size, variant), g in sorted(td3.groupby(["size", "variant"]), key=lambda kv: (kv[1]["interactions"].iloc[0], kv[0][1])):
+            label = f"TD3 {size}" + (f" ({variant})" if variant else "")
+            t.add(dataset, label, "td3", {m: cell_stats(g, m) for m in METRICS}, reference=ref,
+                  paper=paper_cells(paper, "table2", dataset, size, "TD3") if use_paper and not variant else None,
+                  extra={"size": size, "variant": variant})
+    return t
+
+
+def table3(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame) -> Table:
+    t = Table("table3", f"Table 3: methods at one summary size ({ranking} ranking, {protocol} evaluation of summaries)",
+              METRICS)
+    use_paper = ranking == "uni100"
+    for dataset in sorted(sv["dataset"].dropna().unique()):
+        d = sv[(sv["dataset"] == dataset) & ((sv["summary_protocol"] == protocol) | (sv["summary_protocol"] == "-"))]
+        d = d[d["variant"] == ""]
+        sizes = d[d["method"].isin(["random", "longest", "farzi"])]["size"].unique()
+        for size in sorted(sizes, key=lambda s: int(s.split("x")[0]) * int(s.split("x")[1])):
+            ref = None
+            full = d[d["method"] == "full"]
+            rows = []
+            for method in METHOD_ORDER:
+                g = full if method == "full" else d[(d["method"] == method) & (d["size"] == size)]
+                if g.empty:
+                    continue
+                rows.append((method, g))
+            for method, g in rows:
+                if method == "full":
+                    ref = t.add(f"{dataset} {size}", "Full-Data", "full", {m: cell_stats(g, m) for m in METRICS},
+                                paper=paper_cells(paper, "table3", dataset, size, "Full-Data") if use_paper else None)
+            for method, g in rows:
+                if method != "full":
+                    t.add(f"{dataset} {size}", METHOD_LABELS[method], method, {m: cell_stats(g, m) for m in METRICS},
+                          reference=ref,
+                          paper=paper_cells(paper, "table3", dataset, size, METHOD_LABELS[method]) if use_paper else None,
+                          extra={"size": size})
+            if ref is not None:  # keep Full-Data last within its group, as the paper does
+                group = f"{dataset} {size}"
+                t.rows.append(t.rows.pop(ref))
+                moved = len(t.rows) - 1
+                for r in t.rows:
+                    if r["group"] == group and r["reference"] == ref:
+                        r["reference"] = moved
+                    elif r["reference"] is not None and r["reference"] > ref:
+                        r["reference"] -= 1
+    return t
+
+
+def table4(values: pd.DataFrame, runs: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame) -> Table:
+    cols = ["HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20", "MRR@20"]
+    t = Table("table4", f"Table 4: architectures trained on a SASRec summary / on the full data ({ranking} ranking, "
+                        f"{protocol} evaluation)", cols)
+    use_paper = ranking == "uni100"
+    multi = runs[runs["models"].str.contains(",", na=False)]
+    for model in ["sasrec", "gru4rec", "narm", "bert4rec"]:
+        sv = seed_values(values, runs, ranking, model=model)
+        sv = sv.merge(runs[["run_dir", "variant"]], on="run_dir", suffixes=("", "_v")) if "variant" not in sv else sv
+        for dataset in sorted(multi["dataset"].dropna().unique()):
+            d = sv[sv["dataset"] == dataset]
+            td3 = d[(d["method"] == "td3") & (d["summary_protocol"] == protocol) & d["run_dir"].isin(multi["run_dir"])]
+            full = d[d["method"] == "full"]
+            if td3.empty:
+                continue
+            for size, g in td3.groupby("size"):
+                ref = None
+                if not full.empty:
+                    ref = t.add(f"{dataset} {MODEL_LABELS[model]}", "full data", "full",
+                                {m: cell_stats(full, m) for m in cols},
+                                paper=paper_cells(paper, "table4", dataset, "full", "Full-Data", MODEL_LABELS[model])
+                                if use_paper else None, extra={"model": model})
+                t.add(f"{dataset} {MODEL_LABELS[model]}", f"TD3 {size}", "td3", {m: cell_stats(g, m) for m in cols},
+                      reference=ref, extra={"model": model, "size": size},
+                      paper=paper_cells(paper, "table4", dataset, size, "TD3", MODEL_LABELS[model]) if use_paper else None)
+    return t
+
+
+def table6(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame) -> Table:
+    t = Table("table6", f"Table 6: FSA × ALT ({ranking} ranking, {protocol} evaluation)", METRICS)
+    use_paper = ranking == "uni100"
+    td3 = sv[(sv["method"] == "td3") & (sv["summary_protocol"] == protocol)]
+    for (dataset, size), d in td3.groupby(["dataset", "size"]):
+        combos = d[["fsa", "alt"]].drop_duplicates()
+        if len(combos) < 2:
+            continue
+        base = d["variant_wo_ablation"]
+        d = d[base == ""]
+        for fsa, alt in [(False, False), (True, False), (False, True), (True, True)]:
+            g = d[(d["fsa"] == fsa) & (d["alt"] == alt)]
+            if g.empty:
+                continue
+            name = {(False, False): "none", (True, False): "FSA", (False, True): "ALT", (True, True): "FSA+ALT"}[(fsa, alt)]
+            t.add(f"{dataset} {size}", f"TD3[{name}]", "td3", {m: cell_stats(g, m) for m in METRICS},
+                  paper=paper_cells(paper, "table6", dataset, size, f"TD3[{name}]") if use_paper else None,
+                  extra={"fsa": fsa, "alt": alt})
+    return t
+
+
+def table5(values: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Cost per dataset at each size: distillation, full-data training, summary training."""
+    rows = []
+    ok = runs[runs["status"] == "complete"]
+    train = values[(values["split"] == "test") & (values["metric"] == "NDCG@10") & (values["protocol"] == "uni100")]
+    for dataset, d in ok.groupby("dataset"):
+        full = d[d["method"] == "full"]
+        full_train = train[train["run_dir"].isin(full["run_dir"]) & (train["model"] == "sasrec")]["train_seconds"]
+        for size, g in d[(d["method"] == "td3") & (d["distill_cached"] == False)].groupby("size"):  # noqa: E712
+            summ_train = train[train["run_dir"].isin(d[(d["method"] == "td3") & (d["size"] == size)]["run_dir"])
+                               & (train["model"] == "sasrec")]["train_seconds"]
+            rows.append({
+                "dataset": dataset, "size": size, "runs": len(g),
+                "distill_seconds": g["distill_seconds"].mean(), "distill_seconds_std": g["distill_seconds"].std(),
+                "seconds_per_outer_step": g["seconds_per_outer_step"].mean(),
+                "distill_peak_mb": g["peak_memory_mb"].mean(),
+                "full_train_seconds": full_train.mean() if len(full_train) else math.nan,
+                "full_train_peak_mb": full["peak_memory_mb"].mean() if len(full) else math.nan,
+                "summary_train_seconds": summ_train.mean() if len(summ_train) else math.nan,
+                "speedup": (full_train.mean() / summ_train.mean()) if len(full_train) and len(summ_train) else math.nan,
+            })
+    return pd.DataFrame(rows)
+
+
+def _duration(seconds: float) -> str:
+    if seconds is None or not np.isfinite(seconds):
+        return "—"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def table5_markdown(df: pd.DataFrame) -> str:
+    lines = ["### Table 5: cost (this machine)", "",
+             "| dataset | size | runs | distillation | s / outer step | peak MB | full-data training | peak MB | "
+             "training on the summary | speed-up |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in df.itertuples():
+        lines.append(f"| {r.dataset} | {r.size} | {r.runs} | {_duration(r.distill_seconds)} | "
+                     f"{r.seconds_per_outer_step:.2f} | {r.distill_peak_mb:.0f} | {_duration(r.full_train_seconds)} | "
+                     f"{r.full_train_peak_mb:.0f} | {_duration(r.summary_train_seconds)} | {r.speedup:.1f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def table5_latex(df: pd.DataFrame) -> str:
+    out = ["% Table 5: cost", "\\begin{tabular}{llrrrrrr}", "\\toprule",
+           "dataset & size & distillation & peak MB & full-data training & peak MB & summary training & speed-up \\\\",
+           "\\midrule"]
+    for r in df.itertuples():
+        out.append(f"{r.dataset} & {r.size} & {_duration(r.distill_seconds)} & {r.distill_peak_mb:.0f} & "
+                   f"{_duration(r.full_train_seconds)} & {r.full_train_peak_mb:.0f} & "
+                   f"{_duration(r.summary_train_seconds)} & {r.speedup:.1f}$\\times$ \\\\")
+    out += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(out) + "\n"
+
+
+def figure4(sv: pd.DataFrame, ranking: str, protocol: str, path: Path, metric: str = "NDCG@10") -> bool:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = sv[(sv["metric"] == metric) & sv["method"].isin(["td3", "farzi", "random", "longest"])
+           & ((sv["summary_protocol"] == protocol) | (sv["summary_protocol"] == "-")) & (sv["variant"] == "")]
+    datasets = sorted(d["dataset"].dropna().unique())
+    if not datasets:
+        return False
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        dd = d[d["dataset"] == dataset]
+        for method in ["td3", "farzi", "random", "longest"]:
+            g = dd[dd["method"] == method]
+            if g.empty:
+                continue
+            per_seed = g.groupby(["interactions", "seed"])["value"].mean().reset_index()
+            agg = per_seed.groupby("interactions")["value"].agg(["mean", "std"]).reset_index()
+            ax.errorbar(agg["interactions"], 100 * agg["mean"], yerr=100 * agg["std"].fillna(0), marker="o",
+                        capsize=3, label=METHOD_LABELS[method])
+        full = sv[(sv["dataset"] == dataset) & (sv["method"] == "full") & (sv["metric"] == metric)]
+        if not full.empty:
+            ax.axhline(100 * full.groupby("seed")["value"].mean().mean(), color="gray", ls="--", label="Full-Data")
+        ax.set_xscale("log")
+        ax.set_title(dataset)
+        ax.set_xlabel("summary size (μ·ζ interactions)")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"Figure 4: {metric} against summary size ({ranking} ranking, {protocol} evaluation)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------- problems
+def problems(runs: pd.DataFrame, results: Path) -> pd.DataFrame:
+    """Runs that are not complete, and sweep grid points without a complete record."""
+    out = [{"kind": r.status, "what": r.run_dir, "error": r.error} for r in runs.itertuples()
+           if r.status != "complete"]
+    complete = set(runs.loc[runs["status"] == "complete", "run_dir"])
+    known = set(runs["run_dir"])
+    for entry_path in sorted((results / "sweeps").glob("*/*/jobs/*.json")):
+        try:
+            entry = json.loads(entry_path.read_text())
+        except ValueError:
+            out.append({"kind": "unreadable ledger entry", "what": str(entry_path), "error": ""})
+            continue
+        run_dir = entry.get("run_dir") or ""
+        if run_dir and str(Path(run_dir)) in complete:
+            continue
+        if run_dir and str(Path(run_dir)) in known:
+            continue  # listed above as a run that is not complete
+        out.append({"kind": "missing", "what": " ".join(entry.get("overrides", [])) or str(entry_path),
+                    "error": entry.get("error") or f"no complete record ({entry.get('status')})"})
+    return pd.DataFrame(out, columns=["kind", "what", "error"])
+
+
+# --------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", default="runs", help="results root (TD3_RESULTS_DIR of the sweep)")
+    ap.add_argument("--out", default="tables")
+    ap.add_argument("--paper", default=None, help="paper_tables.csv: the paper's figures beside ours")
+    ap.add_argument("--holm", action="store_true", help="Holm-adjust p-values over each table")
+    ap.add_argument("--no-figures", action="store_true")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    results, out = Path(args.results), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs, values = load(results)
+    t_load = time.perf_counter() - t0
+    ok = runs[runs["status"] == "complete"].copy()
+    ok["variant"] = variant_labels(ok, ["dataset", "method"]) if len(ok) else ""
+    no_ablation = ok.drop(columns=[c for c in ("fsa", "alt")], errors="ignore")
+    ok["variant_wo_ablation"] = variant_labels(no_ablation, ["dataset", "method"]) if len(ok) else ""
+    paper = paper_lookup(args.paper)
+
+    md = [f"# Tables from {results}", "",
+          f"{len(runs)} run directories, {len(ok)} complete. Values in %, mean ± std over seeds; "
+          "**best** per group, <u>above Full-Data</u>, * p<0.05, ** p<0.01 against Full-Data"
+          + (" (Holm-adjusted)" if args.holm else "") + ".", ""]
+    frames, written = [], []
+    for ranking in RANKINGS:
+        sv = seed_values(values, ok, ranking)
+        for protocol in SUMMARY_PROTOCOLS:
+            tables = [table2(sv, ranking, protocol, paper), table3(sv, ranking, protocol, paper),
+                      table4(values, ok, ranking, protocol, paper), table6(sv, ranking, protocol, paper)]
+            for t in tables:
+                if not t.rows:
+                    continue
+                t.finish(args.holm)
+                stem = f"{t.name}_{ranking}_{protocol}"
+                (out / f"{stem}.md").write_text(t.markdown())
+                (out / f"{stem}.tex").write_text(t.latex())
+                f = t.frame().assign(ranking=ranking, summary_protocol=protocol)
+                f.to_csv(out / f"{stem}.csv", index=False)
+                frames.append(f)
+                md.append(t.markdown())
+                written.append(stem)
+            if not args.no_figures and figure4(sv, ranking, protocol, out / f"figure4_{ranking}_{protocol}.png"):
+                md.append(f"![Figure 4]({f'figure4_{ranking}_{protocol}.png'})\n")
+                written.append(f"figure4_{ranking}_{protocol}")
+    t5 = table5(values, ok)
+    if len(t5):
+        t5.to_csv(out / "table5.csv", index=False)
+        (out / "table5.md").write_text(table5_markdown(t5))
+        (out / "table5.tex").write_text(table5_latex(t5))
+        md.append(table5_markdown(t5))
+        written.append("table5")
+    probs = problems(runs, results)
+    probs.to_csv(out / "problems.csv", index=False)
+    lines = ["## Failed and missing runs", ""]
+    if probs.empty:
+        lines.append("None: every run of every recorded sweep is complete.")
+    else:
+        lines += ["| kind | run or grid point | error |", "|---|---|---|"]
+        lines += [f"| {p.kind} | {p.what} | {str(p.error or '').splitlines()[0][:200] if p.error else ''} |"
+                  for p in probs.itertuples()]
+    (out / "problems.md").write_text("\n".join(lines) + "\n")
+    md.append("\n".join(lines) + "\n")
+    if frames:
+        pd.concat(frames, ignore_index=True).to_csv(out / "all_tables.csv", index=False)
+    (out / "tables.md").write_text("\n".join(md))
+    print(f"make_tables: {len(runs)} runs ({len(ok)} complete, {len(probs)} problems) read in {t_load:.1f} s, "
+          f"{len(written)} tables/figures written to {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
