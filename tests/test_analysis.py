@@ -1,0 +1,163 @@
+"""The analysis: statistics against scipy's own tests, and make_tables.py on records whose
+numbers are known (written here, not by the code under test)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "analysis"))
+import stats  # noqa: E402
+from conftest import shared_datasets_dir  # noqa: E402
+
+METRICS = [f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (5, 10, 20)]
+
+
+# ------------------------------------------------------------------ statistics
+@pytest.fixture
+def samples():
+    rng = np.random.default_rng(7)
+    return rng.normal(0.40, 0.02, 5), rng.normal(0.42, 0.05, 7), rng.normal(0.43, 0.03, 5)
+
+
+def test_welch_matches_scipy(samples):
+    a, b, _ = samples
+    ours = stats.welch(a, b)
+    ref = sps.ttest_ind(a, b, equal_var=False)
+    assert ours.p == pytest.approx(ref.pvalue, rel=1e-10)
+    assert ours.statistic == pytest.approx(ref.statistic, rel=1e-10)
+    lo, hi = ref.confidence_interval(0.95)
+    assert (ours.ci_low, ours.ci_high) == (pytest.approx(lo, rel=1e-9), pytest.approx(hi, rel=1e-9))
+
+
+def test_paired_matches_scipy(samples):
+    a, _, c = samples
+    ours = stats.paired(a, c)
+    ref = sps.ttest_rel(a, c)
+    assert ours.p == pytest.approx(ref.pvalue, rel=1e-10)
+    lo, hi = ref.confidence_interval(0.95)
+    assert (ours.ci_low, ours.ci_high) == (pytest.approx(lo, rel=1e-9), pytest.approx(hi, rel=1e-9))
+    assert ours.effect == pytest.approx((a - c).mean() / (a - c).std(ddof=1))
+
+
+def test_exact_sign_flip_permutation_matches_scipy():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.3, 0.1, 9), rng.normal(0.35, 0.1, 9)
+    ours = stats.permutation_paired(a, b, n_resamples=10_000)
+    ref = sps.permutation_test((a, b), lambda x, y: np.mean(x - y), permutation_type="samples",
+                               alternative="two-sided", n_resamples=np.inf)
+    assert ours.test == "permutation" and ours.p == pytest.approx(ref.pvalue, rel=1e-12)
+
+
+def test_monte_carlo_permutation_is_close_to_the_exact_one():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(0.30, 0.1, 16), rng.normal(0.33, 0.1, 16)
+    exact = sps.permutation_test((a, b), lambda x, y: np.mean(x - y), permutation_type="samples",
+                                 n_resamples=np.inf).pvalue
+    mc = stats.permutation_paired(a, b, n_resamples=20_000, seed=1).p
+    assert abs(mc - exact) < 0.015
+
+
+def test_holm_by_hand():
+    p = [0.01, 0.04, 0.03, 0.005, float("nan")]
+    # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 -> monotone 0.06
+    assert np.allclose(stats.holm(p)[:4], [0.03, 0.06, 0.06, 0.02]) and np.isnan(stats.holm(p)[4])
+
+
+def test_compare_seeds_pairs_only_matching_seeds(samples):
+    a, _, c = samples
+    same = stats.compare_seeds(dict(enumerate(a)), dict(enumerate(c)))
+    assert same.test == "paired" and same.p == pytest.approx(sps.ttest_rel(a, c).pvalue)
+    shifted = stats.compare_seeds(dict(enumerate(a)), {k + 10: v for k, v in enumerate(c)})
+    assert shifted.test == "welch" and shifted.p == pytest.approx(sps.ttest_ind(a, c, equal_var=False).pvalue)
+    assert stats.stars(0.004) == "**" and stats.stars(0.02) == "*" and stats.stars(0.2) == ""
+
+
+# ------------------------------------------------------------- make_tables.py
+def write_run(root: Path, name: str, method: str, dataset: str, size: str, seed: int, values: dict,
+              protocol: str = "scratch", status: str = "complete", **distill) -> Path:
+    """A run directory with the record layout td3.distill writes (metrics given, in [0, 1])."""
+    mu, zeta = map(int, size.split("x"))
+    run_dir = root / "distill" / name
+    run_dir.mkdir(parents=True)
+    metrics = {split: {p: {m: values.get((p, m), 0.1) for m in METRICS} for p in ("uni100", "full")}
+               for split in ("valid", "test")}
+    cfg = {"method": method, "seed": seed, "teacher_seed": 0, "dataset": {"name": dataset},
+           "summary": {"mu": mu, "zeta": zeta, "d1": 8, "d2": 8},
+           "distill": {"steps": 200, "window": 40, "init_from": "pool",
+                       "inner": {"alt": distill.get("alt", True), "lr": 0.005, "embedding": "frozen"},
+                       "outer": {"fsa": distill.get("fsa", True), "lr": 0.03, "epochs": 30}},
+           "evaluation": {"protocol": protocol, "models": ["sasrec"], "epochs": 200}}
+    record = {"status": status, "signature": name, "config": cfg, "method": method,
+              "error": None if status == "complete" else "diverged at step 3",
+              "evaluations": [{"model": "sasrec", "seed": seed, "metrics": metrics, "seconds": 12.0}],
+              "metrics": metrics, "timings": {"total": 100.0}, "peak_memory_mb": 700.0,
+              "distill": {"seconds": 3600.0, "cached": False, "seconds_per_outer_step": 5.0}}
+    (run_dir / "record.json").write_text(json.dumps(record))
+    return run_dir
+
+
+@pytest.fixture
+def results(tmp_path):
+    """ML-100K: TD3 30x50 and Full-Data over seeds 0-2 (known NDCG@10), a paper-protocol TD3
+    with other numbers, Random, a failed run, and a sweep ledger entry with no record."""
+    root = tmp_path / "runs"
+    td3 = {0: 0.40, 1: 0.41, 2: 0.45}
+    full = {0: 0.45, 1: 0.47, 2: 0.49}
+    for s in range(3):
+        write_run(root, f"ml-100k-td3-30x50-s{s}", "td3", "ml-100k", "30x50", s, {("uni100", "NDCG@10"): td3[s]})
+        write_run(root, f"ml-100k-td3-30x50-p{s}", "td3", "ml-100k", "30x50", s, {("uni100", "NDCG@10"): 0.9},
+                  protocol="paper")
+        write_run(root, f"ml-100k-full-{s}", "full", "ml-100k", "30x50", s, {("uni100", "NDCG@10"): full[s]})
+        write_run(root, f"ml-100k-random-{s}", "random", "ml-100k", "30x50", s, {("uni100", "NDCG@10"): 0.2})
+    write_run(root, "ml-100k-farzi-bad", "farzi", "ml-100k", "30x50", 0, {}, status="failed")
+    ledger = root / "sweeps" / "table3" / "2026-01-01_00-00-00" / "jobs"
+    ledger.mkdir(parents=True)
+    (ledger / "x.json").write_text(json.dumps({"overrides": ["method=longest", "seed=0"], "status": "failed",
+                                               "run_dir": str(root / "distill" / "never-written"),
+                                               "error": "killed"}))
+    return root, td3, full
+
+
+def test_make_tables_numbers_significance_and_problems(results, tmp_path):
+    root, td3, full = results
+    out = tmp_path / "tables"
+    paper_csv = shared_datasets_dir().parent / "reference" / "paper_tables.csv"
+    proc = subprocess.run([sys.executable, str(REPO / "analysis" / "make_tables.py"), "--results", str(root),
+                           "--out", str(out), "--paper", str(paper_csv)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    t2 = pd.read_csv(out / "table2_uni100_scratch.csv")
+    cell = t2[(t2["row"] == "TD3 30x50") & (t2["column"] == "NDCG@10")].iloc[0]
+    assert cell["mean"] == pytest.approx(np.mean(list(td3.values())))
+    assert cell["std"] == pytest.approx(np.std(list(td3.values()), ddof=1))
+    assert cell["n"] == 3 and cell["test"] == "paired"
+    expected = sps.ttest_rel([td3[s] for s in range(3)], [full[s] for s in range(3)])
+    assert cell["p"] == pytest.approx(expected.pvalue, rel=1e-9)
+    if paper_csv.is_file():  # the paper's figure beside ours (%, its TD3 30x50 NDCG@10 on ML-100K)
+        ref = pd.read_csv(paper_csv).query("table == 'table2' and dataset == 'ml-100k' and size == '30x50' "
+                                           "and method == 'TD3' and metric == 'NDCG@10'")["mean"].iloc[0]
+        assert cell["paper"] == pytest.approx(ref)
+    # the two summary protocols are never mixed: the paper-protocol table holds the 0.9s
+    paper = pd.read_csv(out / "table2_uni100_paper.csv")
+    assert paper[(paper["row"] == "TD3 30x50") & (paper["column"] == "NDCG@10")]["mean"].iloc[0] == pytest.approx(0.9)
+    # Table 3 keeps Random, TD3 and Full-Data apart, Full-Data last
+    t3 = pd.read_csv(out / "table3_uni100_scratch.csv")
+    assert list(dict.fromkeys(t3["row"])) == ["Random", "TD3", "Full-Data"]
+    md = (out / "table3_uni100_scratch.md").read_text()
+    assert "**" in md and "Full-Data" in md
+    # failed and missing runs are listed, not dropped
+    problems = (out / "problems.md").read_text()
+    assert "ml-100k-farzi-bad" in problems and "diverged at step 3" in problems
+    assert "method=longest seed=0" in problems
+    for suffix in ("md", "tex", "csv"):
+        assert (out / f"table2_uni100_scratch.{suffix}").stat().st_size > 0
+    assert (out / "figure4_uni100_scratch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "table5.csv").is_file()

@@ -1,0 +1,85 @@
+"""``python -m td3.audit`` on a real (small) sweep: it passes on the sweep as run, re-runs a
+run bitwise, and fails on a tampered, truncated or hand-edited record and on a missing run."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli
+
+from test_sweep import make_env
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audited")
+    env = make_env(root)
+    proc = run_cli("td3.sweep", "-m", "+sweep=smoke", "threads=1", env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root, env
+
+
+def audit(results: Path, env: dict, *args: str):
+    return run_cli("td3.audit", str(results), *args, env=env, timeout=900)
+
+
+def copy(sweep, tmp_path) -> tuple[Path, dict]:
+    root, env = sweep
+    target = tmp_path / "copy"
+    shutil.copytree(root, target)
+    # the sweep's ledger and configs name the original root; the copy is audited as itself
+    return target, {**env, "TD3_RESULTS_DIR": str(target / "runs")}
+
+
+@pytest.mark.slow
+def test_audit_passes_on_the_sweep_and_reruns_bitwise(sweep):
+    root, env = sweep
+    proc = audit(root / "runs", env, "--rerun", "1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "verdict: PASS" in proc.stdout
+    assert "reproduces bitwise" in proc.stdout
+    for check in ("readable", "complete", "sealed", "signature", "metrics", "grid", "reproduces"):
+        assert any(line.split()[:2] == [check, "PASS"] for line in proc.stdout.splitlines()), (check, proc.stdout)
+
+
+@pytest.mark.slow
+def test_audit_fails_on_a_tampered_metric(sweep, tmp_path):
+    root, env = copy(sweep, tmp_path)
+    path = next((root / "runs" / "distill").glob("*td3*/record.json"))
+    record = json.loads(path.read_text())
+    record["metrics"]["test"]["uni100"]["NDCG@10"] += 0.05  # a better number, by hand
+    path.write_text(json.dumps(record, indent=2))
+    proc = audit(root / "runs", env, "--no-grid")
+    assert proc.returncode == 1
+    assert f"FAIL sealed: {path.parent}" in proc.stdout and f"FAIL metrics: {path.parent}" in proc.stdout
+
+
+@pytest.mark.slow
+def test_audit_fails_on_truncated_and_hand_edited_records(sweep, tmp_path):
+    root, env = copy(sweep, tmp_path)
+    runs = sorted((root / "runs" / "distill").glob("*/record.json"))
+    runs[0].write_text(runs[0].read_text()[:200])  # truncated
+    cfg_path = runs[1].parent / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["seed"] = 99
+    cfg_path.write_text(json.dumps(cfg))  # the config beside the record, edited by hand
+    proc = audit(root / "runs", env, "--no-grid")
+    assert proc.returncode == 1
+    assert f"FAIL readable: {runs[0]}" in proc.stdout
+    assert f"FAIL signature: {runs[1].parent}: config.json differs" in proc.stdout
+    assert f"FAIL sealed: {runs[1].parent}: config.json changed" in proc.stdout
+
+
+@pytest.mark.slow
+def test_audit_fails_on_a_missing_run(sweep, tmp_path):
+    root, env = copy(sweep, tmp_path)
+    # the copy's ledger and grid point at the original root: audit the original's layout
+    gone = next((root / "runs" / "distill").glob("*random*"))
+    shutil.rmtree(gone)
+    multirun = next((root / "runs" / "sweeps").glob("smoke/*/multirun.yaml"))
+    proc = audit(root / "runs", env)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "FAIL grid: smoke: grid point" in proc.stdout and gone.name in proc.stdout, proc.stdout[-3000:]
+    assert multirun.is_file()
