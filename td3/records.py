@@ -130,15 +130,36 @@ def exclusive(path: str | Path) -> Iterator[None]:
 
     Concurrent jobs of a sweep share work: every distillation of a dataset needs the same
     teacher, every evaluation of a summary the same summary. The first job to get the lock
-    computes it; the others wait and then find it complete."""
-    lock = Path(path) / ".lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
+    computes it; the others wait and then find it complete. A holder that wrote nothing (its
+    input was refused) removes the lock and the directory it created: bad input leaves no
+    trace. A waiter that then gets the lock of a removed file notices and locks afresh."""
+    directory = Path(path)
+    lock = directory / ".lock"
+    created = not directory.exists()
+    while True:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            current = os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        handle.close()
+    try:
+        yield
+    finally:
+        try:
+            if [p.name for p in directory.iterdir()] == [".lock"]:
+                lock.unlink()
+                if created:
+                    directory.rmdir()
+        except OSError:
+            pass
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -87,6 +87,17 @@ def _failed_record(cfg: dict, sig: str, run_dir: Path, error: str, trace: str | 
     records.write_record(run_dir, record)
 
 
+def record_failure(cfg: dict, error: str) -> Path:
+    """A ``failed`` record for ``cfg`` written from outside the run (its job was cancelled
+    or killed before it could write one); a later launch resumes it like any broken run."""
+    run_dir = run_dir_of(cfg)
+    if records.is_complete(run_dir):
+        return run_dir
+    with records.exclusive(run_dir):
+        _failed_record(cfg, records.signature(cfg), run_dir, error, None)
+    return run_dir
+
+
 def run(cfg: dict, report: Callable[[dict], None] | None = None) -> RunResult:
     """Run ``cfg`` (a resolved distill config) to its record; never raises for a failed run."""
     from .distill import distill

@@ -498,6 +498,8 @@ def test_corrupt_state_and_missing_pool_checkpoint(diverged):
     run_dir = summary_dir_for(records[path]["config"])[0]  # where the resume state lives
     teacher_dir = Path(records[path]["teacher"]["run"])
 
+    assert not run_dir.exists()  # the failed run wrote nothing there, not even its lock
+    run_dir.mkdir(parents=True)
     (run_dir / "state.pt").write_bytes(b"not a checkpoint")
     proc = run(*args, env=env)
     assert_one_clear_error(proc, str(run_dir / "state.pt"))

@@ -4,7 +4,11 @@
   each dataset with its own summary sizes;
 - complete runs are left out before anything is launched: a relaunched sweep submits only
   what is missing or broken (a run is complete when the record under its config's
-  signature says so, ``td3.run.is_done``), and the sweep's ledger lists the skipped ones.
+  signature says so, ``td3.run.is_done``), and the sweep's ledger lists the skipped ones;
+- with a Submitit launcher, a job that ends without a result (``scancel``, the OOM killer,
+  a lost node) does not end the sweep: its run gets a ``failed`` record naming the job and
+  its state, and the sweep waits for the rest of the array (hydra-submitit-launcher's own
+  ``launch`` raises at the first such job and leaves the others unwatched).
 
 It must live in the ``hydra_plugins`` namespace: Hydra instantiates sweepers from there only
 (and loads this module without registering it, so no ``from __future__`` annotations here).
@@ -79,5 +83,72 @@ class GridSweeper(BasicSweeper):
         for begin in range(0, len(todo), batch_size):
             batch = [list(overrides) for _, overrides in todo[begin:begin + batch_size]]
             self.validate_batch_is_legal(batch)
-            returns.append(self.launcher.launch(batch, initial_job_idx=begin))
+            if _is_submitit(self.launcher):
+                returns.append(self._launch_submitit(batch, begin, sweep_dir))
+            else:
+                returns.append(self.launcher.launch(batch, initial_job_idx=begin))
         return returns
+
+    def _launch_submitit(self, batch: List[List[str]], initial_job_idx: int, sweep_dir: Path) -> List[Any]:
+        """The Submitit launcher's submission (one array), then every job waited for."""
+        import submitit
+        from hydra.core.singleton import Singleton
+        from hydra.core.utils import JobReturn, JobStatus
+        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+        launcher = self.launcher
+        kind = launcher._EXECUTOR  # "slurm" or "local"
+        params = dict(launcher.params)
+        folder = params.pop("submitit_folder")
+        init = {f"{kind}_max_num_timeout": params.pop("max_num_timeout")} if "max_num_timeout" in params else {}
+        executor = submitit.AutoExecutor(folder=folder, cluster=kind, **init)
+        generic = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in generic else f"{kind}_{k}": v for k, v in params.items()})
+
+        calls = [(overrides, "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{initial_job_idx + i}",
+                  Singleton.get_state()) for i, overrides in enumerate(batch)]
+        jobs = executor.map_array(launcher, *zip(*calls))
+        log.info("td3 sweep: submitted %d jobs (%s)", len(jobs), ", ".join(j.job_id for j in jobs[:3])
+                 + (", ..." if len(jobs) > 3 else ""))
+        returns = []
+        for job, overrides in zip(jobs, batch):
+            try:
+                returns.append(job.results()[0])
+            except Exception as exc:  # the job ended without a result
+                error = f"{kind} job {job.job_id} ended {job.state} without a result: {_first_line(exc)}"
+                log.error("td3 sweep: %s (%s)", error, " ".join(overrides))
+                returns.append(JobReturn(overrides=overrides, status=JobStatus.COMPLETED,
+                                         _return_value=self._record_lost_job(overrides, error, sweep_dir)))
+        return returns
+
+    def _record_lost_job(self, overrides: List[str], error: str, sweep_dir: Path) -> dict:
+        """A ``failed`` record for a run whose job died without writing one, and its ledger entry."""
+        from td3 import records
+        from td3.run import record_failure
+        from td3.sweep import write_ledger_entry
+
+        result = {"status": "failed", "error": error, "run_dir": "", "signature": ""}
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            plain = OmegaConf.to_container(cfg, resolve=False)
+            plain.pop("hydra", None)
+            resolved = OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
+            run_dir = record_failure(resolved, error)
+            result.update(run_dir=str(run_dir), signature=records.signature(resolved))
+        except Exception as exc:  # the ledger still says what happened
+            log.error("td3 sweep: could not write the failed record: %s", exc)
+        write_ledger_entry(sweep_dir, overrides, **result)
+        return result
+
+
+def _is_submitit(launcher: Any) -> bool:
+    try:
+        from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+    except ImportError:
+        return False
+    return isinstance(launcher, BaseSubmititLauncher)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
