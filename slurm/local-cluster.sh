@@ -17,7 +17,8 @@
 set -euo pipefail
 
 STATE="${TD3_SLURM_DIR:-/tmp/td3-slurm}"
-CPUS="${TD3_SLURM_CPUS:-$(nproc)}"
+# nproc alone obeys OMP_NUM_THREADS (a test session sets it to 1): ask for the cores.
+CPUS="${TD3_SLURM_CPUS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}"
 PORT="${TD3_SLURM_PORT:-6817}"
 CLUSTER=td3local
 NODE=localhost

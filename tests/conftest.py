@@ -13,6 +13,12 @@ from pathlib import Path
 
 import pytest
 
+# One torch thread per test process: the suite runs on as many workers as there are cores
+# (pytest -n), and OpenMP threads of two processes sharing a core wait on each other
+# (a TD3 outer step went from 2 s to minutes that way). Subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:          # run without installing the package
     sys.path.insert(0, str(REPO_ROOT))
@@ -49,11 +55,18 @@ def mirror_data_dir(data_dir, shared_datasets, monkeypatch) -> Path:
     return data_dir
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into node ids
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses the local SLURM runs on one xdist worker: one cluster, one port."""
+    for item in items:
+        if "slurm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 @pytest.fixture(scope="session")
-def slurm():
-    """The project's local SLURM (slurm/local-cluster.sh), started once for the session:
-    the environment variables a client needs. Skips where it cannot run (not root, or the
-    Debian packages missing); CI installs them."""
+def slurm_session():
+    """The project's local SLURM (slurm/local-cluster.sh), started once for the session.
+    Skips where it cannot run (not root, or the Debian packages missing); CI installs them."""
     import slurm_cluster
 
     reason = slurm_cluster.missing()
@@ -62,3 +75,20 @@ def slurm():
     env = slurm_cluster.start()
     yield env
     slurm_cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_session):
+    """The environment variables a SLURM client needs; each test starts on an empty queue and
+    a usable node, and what a test left broken is reported as a warning, then repaired."""
+    import warnings
+
+    import slurm_cluster
+
+    repaired = slurm_cluster.reset(slurm_session)
+    if repaired:
+        warnings.warn(f"local SLURM repaired before the test: {repaired}")
+    yield slurm_session
+    repaired = slurm_cluster.reset(slurm_session)
+    if repaired:
+        warnings.warn(f"local SLURM repaired after the test: {repaired}")

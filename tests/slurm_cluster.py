@@ -41,17 +41,66 @@ def stop() -> None:
     subprocess.run(["bash", str(SCRIPT), "stop", "--purge"], env=env, capture_output=True, timeout=120)
 
 
+def _run(env: dict, *cmd: str) -> str:
+    proc = subprocess.run(list(cmd), env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    return proc.stdout + proc.stderr
+
+
+def node_state(env: dict) -> tuple[str, str]:
+    """The node's state and, when drained or down, SLURM's reason."""
+    out = _run(env, "sinfo", "-h", "-N", "-o", "%T|%E").strip().splitlines()
+    state, _, reason = (out[0] if out else "unknown|").partition("|")
+    return state, reason
+
+
+def node_cpus(env: dict) -> int:
+    return int(_run(env, "sinfo", "-h", "-N", "-o", "%c").split()[0])
+
+
+def reset(env: dict) -> str | None:
+    """Leave the cluster as a fresh one for the next test: no job left, the node usable.
+
+    Returns what had to be repaired (a drained node and SLURM's reason), or None. A test
+    that leaves a job behind or a node drained would otherwise make every later SLURM test
+    wait for resources that never come."""
+    _run(env, "scancel", "--full", "--quiet", "-u", "root")
+    deadline = time.monotonic() + 90
+    while _run(env, "squeue", "-h", "-o", "%i").strip() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    state, reason = node_state(env)
+    if any(bad in state for bad in ("drain", "down", "fail")):
+        _run(env, "scontrol", "update", "nodename=localhost", "state=resume")
+        wait_for(lambda: node_state(env)[0] in ("idle", "mixed", "allocated"), 60, "the node to resume")
+        return f"node was {state}: {reason}"
+    return None
+
+
+def diagnostics(env: dict) -> str:
+    """What SLURM says about its queue and node: appended to a test's timeout message."""
+    logs = "\n".join(f"--- {name} (tail)\n" + "\n".join(
+        (STATE / "log" / name).read_text(errors="replace").splitlines()[-25:])
+        for name in ("slurmctld.log", "slurmd.log") if (STATE / "log" / name).exists())
+    return "\n".join([_run(env, "squeue", "-o", "%i %T %r %S"), _run(env, "sinfo", "-N", "-o", "%N %T %E"), logs])
+
+
+def queue_state(env: dict, job: str) -> str:
+    """slurmctld's own view of a queued or running job (``RUNNING``, ``PENDING``...), or ''."""
+    return _run(env, "squeue", "-h", "-j", job, "-o", "%T").strip()
+
+
 def sacct_states(env: dict, job: str) -> list[str]:
     out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "State"], env=env,
                          capture_output=True, text=True, timeout=30).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5, env: dict | None = None):
+    """Poll until ``predicate()`` is truthy; on timeout fail, with SLURM's view when ``env`` is given."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
+                         + (f"\n{diagnostics(env)}" if env is not None else ""))

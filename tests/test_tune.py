@@ -19,6 +19,10 @@ from cli_helpers import REPO, run_cli
 import slurm_cluster
 from test_sweep import make_env, records_under
 
+# `ray stop --force` (here and in slurm/ray-tune.sbatch) stops every Ray process on the
+# machine: these tests share the SLURM tests' xdist worker, so they never overlap.
+pytestmark = pytest.mark.xdist_group("slurm")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -26,22 +30,50 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def schema(obj):
+    """The shape of a record: its keys, nested, without the values."""
+    if isinstance(obj, dict):
+        return {k: schema(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [schema(obj[0])] if obj and isinstance(obj[0], (dict, list)) else []
+    return None
+
+
 @pytest.mark.slow
-def test_tune_runs_the_sweep_grid_and_skips_what_any_launcher_completed(tmp_path):
-    env = make_env(tmp_path)
-    first = run_cli("td3.sweep", "-m", "+sweep=smoke", "seed=0", "method=random", "threads=1", env=env, timeout=600)
-    assert first.returncode == 0, first.stderr[-3000:]
-    tune = run_cli("td3.tune", "+sweep=smoke", "seed=0", "--scheduler", "asha", env=env, timeout=1200)
+def test_slurm_and_ray_tune_sweeps_give_the_same_records_and_skip_what_is_complete(tmp_path, slurm):
+    """The smoke grid at seed 0 (TD3 and Random) through Submitit on SLURM (one array, one CPU
+    per task) in one results root and through Ray Tune (ASHA scheduler, one CPU per trial) in
+    another: one complete record per point, the same signatures, the same record schema and
+    the same metrics to the last bit; relaunching either in the SLURM root launches nothing."""
+    on_slurm, on_ray = tmp_path / "slurm", tmp_path / "ray"
+    env = make_env(on_slurm, **slurm)
+    sweep = run_cli("td3.sweep", "-m", "+sweep=smoke", "seed=0", "hydra/launcher=td3_slurm", env=env, timeout=900)
+    assert sweep.returncode == 0, sweep.stdout[-2000:] + sweep.stderr[-3000:]
+    assert "td3 sweep: 2 runs: 2 complete" in sweep.stdout, sweep.stdout[-2000:]
+    job = next(p.name.split("_")[0] for p in on_slurm.glob("runs/sweeps/smoke/*/.submitit/*") if p.name[0].isdigit())
+    # the accounting database learns of the ends a moment after the results are in
+    slurm_cluster.wait_for(lambda: slurm_cluster.sacct_states(env, job) == ["COMPLETED"] * 2, 120,
+                           "sacct to report both array tasks COMPLETED", env=env)
+    tune = run_cli("td3.tune", "+sweep=smoke", "seed=0", "--scheduler", "asha", env=make_env(on_ray), timeout=1200)
     assert tune.returncode == 0, tune.stdout[-3000:] + tune.stderr[-3000:]
-    assert "2 runs, 1 complete already, launching 1" in tune.stdout
-    recs = records_under(tmp_path)
-    assert sorted(r["config"]["method"] for r in recs.values()) == ["random", "td3"]
-    assert all(r["status"] == "complete" for r in recs.values())
-    td3 = next(r for r in recs.values() if r["config"]["method"] == "td3")
-    assert td3["environment"]["torch_threads"] == 1  # --cpus-per-trial 1
-    assert list((tmp_path / "runs" / "ray").iterdir()), "Ray Tune's experiment directory is missing"
+    assert "2 runs, 0 complete already, launching 2" in tune.stdout
+    assert list((on_ray / "runs" / "ray").iterdir()), "Ray Tune's experiment directory is missing"
+
+    slurm_recs, ray_recs = records_under(on_slurm), records_under(on_ray)
+    assert slurm_recs.keys() == ray_recs.keys() and len(slurm_recs) == 2  # the same signatures
+    for name in slurm_recs:
+        ours, theirs = slurm_recs[name], ray_recs[name]
+        assert ours["status"] == theirs["status"] == "complete"
+        assert ours["environment"]["torch_threads"] == theirs["environment"]["torch_threads"] == 1
+        assert schema(ours) == schema(theirs), name
+        assert ours["metrics"] == theirs["metrics"], name
+    assert {r["method"] for r in ray_recs.values()} == {"td3", "random"}
+
     again = run_cli("td3.tune", "+sweep=smoke", "seed=0", env=env, timeout=600)
     assert again.returncode == 0 and "launching 0" in again.stdout, again.stdout[-2000:]
+    again = run_cli("td3.sweep", "-m", "+sweep=smoke", "seed=0", "hydra/launcher=td3_slurm", env=env, timeout=600)
+    assert again.returncode == 0 and "2 runs: 2 skipped" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
+    assert len(list(on_slurm.glob("runs/sweeps/smoke/*/.submitit"))) == 1  # nothing submitted the second time
 
 
 @pytest.mark.slow
@@ -74,13 +106,13 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
 @pytest.mark.slow
 def test_ray_cluster_on_a_slurm_allocation(tmp_path, slurm):
     env = make_env(tmp_path, **slurm, TD3_RAY_PORT=str(free_port()))
-    submit = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=2", f"--output={tmp_path}/ray-%j.log",
+    submit = subprocess.run(["sbatch", "--parsable", f"--cpus-per-task={slurm_cluster.node_cpus(env)}", f"--output={tmp_path}/ray-%j.log",
                              str(REPO / "slurm" / "ray-tune.sbatch"), "+sweep=smoke", "seed=7", "method=random"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert submit.returncode == 0, submit.stderr
     job = submit.stdout.strip().split(";")[0]
     slurm_cluster.wait_for(lambda: {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"} & set(
-        slurm_cluster.sacct_states(env, job)), 1200, "the Ray job to end", interval=2)
+        slurm_cluster.sacct_states(env, job)), 600, "the Ray job to end", interval=2, env=env)
     log = (tmp_path / f"ray-{job}.log").read_text()
     assert slurm_cluster.sacct_states(env, job) == ["COMPLETED"], log[-4000:]
     assert "td3 tune: 1 trials, 0 failed" in log
