@@ -58,7 +58,7 @@ def test_200_processes_writing_at_once_lose_and_corrupt_nothing(tmp_path):
         assert record["seal"] == records.seal_of(record), f"{run_dir}: seal does not match"
         assert record["files"]["config.json"] == records.file_sha256(run_dir / "config.json")
         assert json.loads((run_dir / "config.json").read_text()) == record["config"]
-        seeds.add(record["seed"] if "seed" in record else record["config"]["seed"])
+        seeds.add(record["config"]["seed"])
     assert seeds == set(range(N))
 
     shared = records.read_record(tmp_path / "shared")

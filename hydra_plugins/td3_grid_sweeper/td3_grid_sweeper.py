@@ -61,11 +61,8 @@ class GridSweeper(BasicSweeper):
 
             todo = []
             for number, overrides in enumerate(jobs):
-                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-                plain = OmegaConf.to_container(cfg, resolve=False)
-                plain.pop("hydra", None)
                 try:
-                    resolved = OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
+                    resolved = self._resolve(overrides)
                     done = is_done(resolved)
                 except Exception:  # let the job itself report what is wrong with its config
                     done = False
@@ -88,6 +85,13 @@ class GridSweeper(BasicSweeper):
             else:
                 returns.append(self.launcher.launch(batch, initial_job_idx=begin))
         return returns
+
+    def _resolve(self, overrides: List[str]) -> dict:
+        """The resolved config of one grid point, as its job will see it (without ``hydra``)."""
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        plain = OmegaConf.to_container(cfg, resolve=False)
+        plain.pop("hydra", None)
+        return OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
 
     def _launch_submitit(self, batch: List[List[str]], initial_job_idx: int, sweep_dir: Path) -> List[Any]:
         """The Submitit launcher's submission (one array), then every job waited for."""
@@ -129,10 +133,7 @@ class GridSweeper(BasicSweeper):
 
         result = {"status": "failed", "error": error, "run_dir": "", "signature": ""}
         try:
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            plain = OmegaConf.to_container(cfg, resolve=False)
-            plain.pop("hydra", None)
-            resolved = OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
+            resolved = self._resolve(overrides)
             run_dir = record_failure(resolved, error)
             result.update(run_dir=str(run_dir), signature=records.signature(resolved))
         except Exception as exc:  # the ledger still says what happened
