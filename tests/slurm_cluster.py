@@ -6,6 +6,7 @@ installs them). Where they are missing the SLURM tests skip and say why; CI has 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -81,6 +82,18 @@ def diagnostics(env: dict) -> str:
         (STATE / "log" / name).read_text(errors="replace").splitlines()[-25:])
         for name in ("slurmctld.log", "slurmd.log") if (STATE / "log" / name).exists())
     return "\n".join([_run(env, "squeue", "-o", "%i %T %r %S"), _run(env, "sinfo", "-N", "-o", "%N %T %E"), logs])
+
+
+def submitted_job(root) -> str | None:
+    """The SLURM job id Submitit gave a sweep under ``root`` (an array's parent id), once known.
+
+    Only job folders count (``.submitit/<id>`` or ``<id>_<task>``): while submitting an
+    array, Submitit also keeps ``.submitit/<uuid>.pkl`` files, whose names may start with a digit."""
+    for path in sorted(Path(root).glob("runs/sweeps/*/*/.submitit/*")):
+        match = re.fullmatch(r"(\d+)(?:_\d+)?", path.name)
+        if match and path.is_dir():
+            return match.group(1)
+    return None
 
 
 def queue_state(env: dict, job: str) -> str:

@@ -145,8 +145,7 @@ def test_preempted_slurm_job_requeues_and_resumes_to_the_same_summary(tmp_path, 
     try:
         state = slurm_cluster.wait_for(lambda: next(root.glob("runs/summaries/*/state.pt"), None), 600,
                                        "the job's first checkpoint", env=env)
-        job = slurm_cluster.wait_for(lambda: next((p.name for p in root.glob("runs/sweeps/smoke/*/.submitit/*")
-                                                   if p.name[0].isdigit()), None), 60, "the job id")
+        job = slurm_cluster.wait_for(lambda: slurm_cluster.submitted_job(root), 60, "the job id")
         # What a preemption does (as submitit's own _interrupt): SIGTERM, then the USR2 signal.
         for sig in ("SIGTERM", "USR2"):
             subprocess.run(["scancel", job, "--signal", sig], env=env, check=True, timeout=30)
@@ -182,10 +181,10 @@ def test_cancelled_slurm_job_becomes_a_failed_record_and_the_array_completes(tmp
                               *LONG, "distill.outer.epochs=2000", "hydra/launcher=td3_slurm"],
                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        job = slurm_cluster.wait_for(lambda: next((p.name.split("_")[0] for p in root.glob("runs/sweeps/smoke/*/.submitit/*")
-                                                   if p.name[0].isdigit()), None), 300, "the array's job id", env=env)
+        job = slurm_cluster.wait_for(lambda: slurm_cluster.submitted_job(root), 300, "the array's job id", env=env)
 
         def td3_task():  # the array task of the TD3 point, once it is running
+            assert sweep.poll() is None, f"the sweep ended before its TD3 task was seen running:\n{sweep.stdout.read()[-3000:]}"
             for pickle in root.glob(f"runs/sweeps/smoke/*/.submitit/{job}_*/*_submitted.pkl"):
                 task = pickle.parent.name
                 overrides = DelayedSubmission.load(pickle).args[0]

@@ -50,7 +50,7 @@ def test_slurm_and_ray_tune_sweeps_give_the_same_records_and_skip_what_is_comple
     sweep = run_cli("td3.sweep", "-m", "+sweep=smoke", "seed=0", "hydra/launcher=td3_slurm", env=env, timeout=900)
     assert sweep.returncode == 0, sweep.stdout[-2000:] + sweep.stderr[-3000:]
     assert "td3 sweep: 2 runs: 2 complete" in sweep.stdout, sweep.stdout[-2000:]
-    job = next(p.name.split("_")[0] for p in on_slurm.glob("runs/sweeps/smoke/*/.submitit/*") if p.name[0].isdigit())
+    job = slurm_cluster.submitted_job(on_slurm)
     # the accounting database learns of the ends a moment after the results are in
     slurm_cluster.wait_for(lambda: slurm_cluster.sacct_states(env, job) == ["COMPLETED"] * 2, 120,
                            "sacct to report both array tasks COMPLETED", env=env)
@@ -111,9 +111,13 @@ def test_ray_cluster_on_a_slurm_allocation(tmp_path, slurm):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert submit.returncode == 0, submit.stderr
     job = submit.stdout.strip().split(";")[0]
-    slurm_cluster.wait_for(lambda: {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"} & set(
-        slurm_cluster.sacct_states(env, job)), 600, "the Ray job to end", interval=2, env=env)
-    log = (tmp_path / f"ray-{job}.log").read_text()
+    log_file = tmp_path / f"ray-{job}.log"
+    try:
+        slurm_cluster.wait_for(lambda: {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"} & set(
+            slurm_cluster.sacct_states(env, job)), 600, "the Ray job to end", interval=2, env=env)
+    except AssertionError as timeout:
+        raise AssertionError(f"{timeout}\n--- {log_file.name} (tail)\n{log_file.read_text()[-3000:]}") from None
+    log = log_file.read_text()
     assert slurm_cluster.sacct_states(env, job) == ["COMPLETED"], log[-4000:]
     assert "td3 tune: 1 trials, 0 failed" in log
     recs = records_under(tmp_path)
