@@ -181,12 +181,14 @@ class Audit:
 
     def check_orphan_summaries(self) -> None:
         c = self.check("orphans")
-        used = {str(Path((r.get("summary") or {}).get("dir", ""))) for r in self.runs.values()}
+        # by name, not by the absolute path a record holds: a results root copied off the
+        # cluster (rsync, a tarball) is audited where it now is
+        used = {Path(r["summary"]["dir"]).name for r in self.runs.values() if (r.get("summary") or {}).get("dir")}
         base = self.root / "summaries"
         if base.is_dir():
             for d in sorted(p for p in base.iterdir() if p.is_dir()):
                 c.checked += 1
-                if str(d) not in used and (d / "distill.json").exists():
+                if d.name not in used and (d / "distill.json").exists():
                     c.warnings.append(f"{d}: a summary no run record uses")
                 elif not (d / "distill.json").exists():
                     c.warnings.append(f"{d}: an unfinished summary (its distillation did not complete)")

@@ -54,7 +54,6 @@ METHODS = (*SUMMARY_METHODS, "random", "longest", "full")
 def check_config(cfg: dict) -> None:
     """Refuse impossible settings before any work starts."""
     s, d = cfg["summary"], cfg["distill"]
-    inner, outer = d["inner"], d["outer"]
     problems = []
     if cfg["method"] not in METHODS:
         problems.append(f"method={cfg['method']!r}: expected one of {', '.join(METHODS)}")
@@ -64,6 +63,23 @@ def check_config(cfg: dict) -> None:
         problems.append(f"summary.mu={s['mu']} must be >= 1")
     if cfg["method"] == "td3" and (s["d1"] > s["mu"] or s["d2"] > s["zeta"]):
         problems.append(f"Tucker ranks d1={s['d1']}, d2={s['d2']} cannot exceed mu={s['mu']}, zeta={s['zeta']}")
+    # The bi-level settings only bind the methods that distil: Random, Longest and Full-Data
+    # never read them, so a grid that shares them across methods must not fail there.
+    if cfg["method"] in SUMMARY_METHODS:
+        problems += _bilevel_problems(s, d)
+    if cfg["max_len"] != s["zeta"] and cfg["method"] in SUMMARY_METHODS:
+        problems.append(f"max_len={cfg['max_len']} must equal summary.zeta={s['zeta']} (the learner reads ζ-1 items)")
+    if cfg["evaluation"]["protocol"] not in ("scratch", "paper"):
+        problems.append(f"evaluation.protocol={cfg['evaluation']['protocol']!r}: expected scratch or paper")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    if cfg["method"] in SUMMARY_METHODS:
+        InnerConfig(**inner_config_kwargs(cfg)).check()
+
+
+def _bilevel_problems(s: dict, d: dict) -> list[str]:
+    inner, outer = d["inner"], d["outer"]
+    problems = []
     if not 0 <= d["window"] <= d["steps"]:
         problems.append(f"distill.window W={d['window']} must be in [0, distill.steps N={d['steps']}]")
     if inner["alt"] and not 1 <= inner["alt_low"] < s["zeta"] - 1:
@@ -79,13 +95,7 @@ def check_config(cfg: dict) -> None:
         problems.append(f"distill.init_from={d['init_from']!r}: expected pool or scratch")
     if outer["epochs"] < 1 or outer["batch_size"] < 1:
         problems.append("distill.outer.epochs and distill.outer.batch_size must be >= 1")
-    if cfg["max_len"] != s["zeta"] and cfg["method"] in SUMMARY_METHODS:
-        problems.append(f"max_len={cfg['max_len']} must equal summary.zeta={s['zeta']} (the learner reads ζ-1 items)")
-    if cfg["evaluation"]["protocol"] not in ("scratch", "paper"):
-        problems.append(f"evaluation.protocol={cfg['evaluation']['protocol']!r}: expected scratch or paper")
-    if problems:
-        raise ConfigError("; ".join(problems))
-    InnerConfig(**inner_config_kwargs(cfg)).check()
+    return problems
 
 
 def inner_config_kwargs(cfg: dict) -> dict:

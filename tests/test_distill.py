@@ -28,7 +28,9 @@ SMALL = [f"dataset.num_users={USERS}", f"dataset.num_items={ITEMS}", f"summary.m
          "distill.steps=6", "distill.window=3", "distill.inner.batch_size=5", "distill.inner.alt_low=2",
          "distill.outer.epochs=1", "distill.outer.batch_size=1000", "distill.validate_every=3",
          "distill.validate_epochs=3", "distill.checkpoint_every=2", "evaluation.epochs=5",
-         "evaluation.batch_size=5", "train.epochs=8", "train.pool_epochs=[2,6]", "progress=false", "threads=1"]
+         "evaluation.batch_size=5", "train.epochs=8", "train.pool_epochs=[2,6]", "progress=false", "threads=1",
+         # the reference settings, where the synthetic preset picks others for speed
+         "distill.init_from=pool", "distill.inner.embedding=frozen", "distill.outer.fsa_weight=1.0"]
 METRICS = {f"{n}@{k}" for n in ("HR", "NDCG", "MRR") for k in (5, 10, 20)}
 
 
@@ -440,6 +442,18 @@ def test_impossible_config_is_refused_before_any_work(tmp_path, monkeypatch, key
         distill(cfg)
     assert IMPOSSIBLE[key][1] in str(info.value) and "\n" not in str(info.value)
     assert list(tmp_path.iterdir()) == []  # no results, no data
+
+
+@pytest.mark.parametrize("method", ["random", "longest", "full"])
+def test_bilevel_settings_do_not_bind_methods_that_do_not_distil(method):
+    """A grid sharing one inner batch across sizes (15 > μ = 10) refuses TD3, not the baselines."""
+    from td3.distill import check_config
+    from td3.errors import ConfigError
+
+    overrides = [*SMALL, *IMPOSSIBLE["batch_size"][0], *IMPOSSIBLE["window"][0], *IMPOSSIBLE["alt_low"][0]]
+    check_config(compose_config([*overrides, f"method={method}"], Path("runs")))
+    with pytest.raises(ConfigError, match="distill.window.*alt_low.*distill.inner.batch_size"):
+        check_config(compose_config([*overrides, "method=td3"], Path("runs")))
 
 
 # ---------------------------------------------------------------- 5. non-finite
