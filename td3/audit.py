@@ -235,6 +235,9 @@ class Audit:
             with tempfile.TemporaryDirectory(prefix="td3-audit-") as scratch:
                 cfg["results_dir"] = scratch
                 cfg["progress"] = False
+                # with the original's thread count: it is not in the signature, yet a
+                # different count changes float summation order and so the numbers
+                cfg["threads"] = (record.get("environment") or {}).get("torch_threads") or cfg.get("threads")
                 teacher = (record.get("teacher") or {}).get("run")
                 if teacher and Path(teacher).is_dir():  # copy the teacher: the audit re-runs the distillation
                     shutil.copytree(teacher, Path(scratch) / "train" / Path(teacher).name)
