@@ -63,17 +63,18 @@ def check_config(cfg: dict) -> None:
         problems.append(f"summary.mu={s['mu']} must be >= 1")
     if cfg["method"] == "td3" and (s["d1"] > s["mu"] or s["d2"] > s["zeta"]):
         problems.append(f"Tucker ranks d1={s['d1']}, d2={s['d2']} cannot exceed mu={s['mu']}, zeta={s['zeta']}")
-    # The bi-level settings only bind the methods that distil: Random, Longest and Full-Data
-    # never read them, so a grid that shares them across methods must not fail there.
-    if cfg["method"] in SUMMARY_METHODS:
-        problems += _bilevel_problems(s, d)
-    if cfg["max_len"] != s["zeta"] and cfg["method"] in SUMMARY_METHODS:
-        problems.append(f"max_len={cfg['max_len']} must equal summary.zeta={s['zeta']} (the learner reads ζ-1 items)")
     if cfg["evaluation"]["protocol"] not in ("scratch", "paper"):
         problems.append(f"evaluation.protocol={cfg['evaluation']['protocol']!r}: expected scratch or paper")
+    # The bi-level settings only bind the methods that distil: Random, Longest and Full-Data
+    # never read them, so a grid that shares them across methods must not fail there.
+    distils = cfg["method"] in SUMMARY_METHODS
+    if distils:
+        problems += _bilevel_problems(s, d)
+        if cfg["max_len"] != s["zeta"]:
+            problems.append(f"max_len={cfg['max_len']} must equal summary.zeta={s['zeta']} (the learner reads ζ-1 items)")
     if problems:
         raise ConfigError("; ".join(problems))
-    if cfg["method"] in SUMMARY_METHODS:
+    if distils:
         InnerConfig(**inner_config_kwargs(cfg)).check()
 
 

@@ -16,7 +16,9 @@ from test_sweep import make_env
 def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("audited")
     env = make_env(root)
-    proc = run_cli("td3.sweep", "-m", "+sweep=smoke", "threads=1", env=env, timeout=900)
+    # one thread per job, taken as a SLURM task takes it (not from the config): the audit's
+    # re-run must find the thread count in the record, or 2 threads give other numbers
+    proc = run_cli("td3.sweep", "-m", "+sweep=smoke", env={**env, "SLURM_CPUS_PER_TASK": "1"}, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, env
 
@@ -36,10 +38,10 @@ def copy(sweep, tmp_path) -> tuple[Path, dict]:
 @pytest.mark.slow
 def test_audit_passes_on_the_sweep_and_reruns_bitwise(sweep):
     root, env = sweep
-    proc = audit(root / "runs", env, "--rerun", "1")
+    proc = audit(root / "runs", env, "--rerun", "4")  # every run: TD3's numbers are the thread-sensitive ones
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "verdict: PASS" in proc.stdout
-    assert "reproduces bitwise" in proc.stdout
+    assert proc.stdout.count("reproduces bitwise") == 4, proc.stdout[-3000:]
     for check in ("readable", "complete", "sealed", "signature", "metrics", "grid", "reproduces"):
         assert any(line.split()[:2] == [check, "PASS"] for line in proc.stdout.splitlines()), (check, proc.stdout)
 
