@@ -47,10 +47,17 @@ def setup_runtime(cfg: dict) -> torch.device:
     """Device and torch threads for a run. Give a process as many threads as it has cores:
     more makes OpenMP threads wait on each other (TD3 outer steps on ML-100K: 4-185 s with
     2 threads beside another busy process, against 2-4 s with 1 thread). Without
-    ``threads``, a SLURM job takes the CPUs it was given (SLURM_CPUS_PER_TASK)."""
+    ``threads``, a SLURM job takes the CPUs it was given (SLURM_CPUS_PER_TASK).
+
+    Deterministic algorithms: with 2 threads, the backward pass through the inner loop
+    otherwise differs between identical runs (by ~1e-10 per outer step, which 74 outer
+    steps of the synthetic default grew to 0.4 in the summary's factors), so a run made
+    with several threads could not be re-run bitwise. ``warn_only``: where an op has no
+    deterministic kernel (on CUDA), the run goes on and says so."""
     threads = cfg.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK")
     if threads:
         torch.set_num_threads(int(threads))
+    torch.use_deterministic_algorithms(True, warn_only=True)
     return resolve_device(cfg.get("device"))
 
 
