@@ -540,10 +540,10 @@ def test_two_thread_meta_gradients_repeat_bitwise(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TD3_DATA_DIR", str(tmp_path / "data"))
     cfg = compose_config(["train.epochs=1", "threads=2"], tmp_path / "runs")  # the embedded default
-    threads = torch.get_num_threads()
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
         device = setup_runtime(cfg)
-        assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 2 and torch.are_deterministic_algorithms_enabled()
         data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
         teacher = Teacher(cfg, device, data.num_items)
         grads = []
@@ -552,8 +552,9 @@ def test_two_thread_meta_gradients_repeat_bitwise(tmp_path, monkeypatch):
             engine = BilevelEngine(cfg, data, teacher, device)
             engine.step(0)
             grads.append([p.grad.clone() for p in engine.summary.parameters()])
-    finally:
+    finally:  # setup_runtime sets process-wide state: leave the worker as it was
         torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
     assert len(grads[0]) == 3 and all(g.abs().sum() > 0 for g in grads[0])  # U, T, G
     for a, b in zip(*grads):
         assert torch.equal(a, b), (a - b).abs().max().item()
