@@ -42,6 +42,7 @@ from .data import load_dataset, training_windows
 from .errors import ConfigError, TrainingError
 from .inner import EMBEDDING, InnerConfig, InnerLoop
 from .models import build_model
+from .optim import Adam, CosineSchedule
 from .train import dataset_options, model_options, setup_runtime, train as train_full
 
 log = logging.getLogger("td3.distill")
@@ -383,9 +384,8 @@ class BilevelEngine:
         with torch.no_grad():  # the teacher's features at every position, once
             self.t_feats = torch.cat([teacher.model(self.x[i:i + 512]) for i in range(0, len(self.x), 512)])
 
-        self.opt = torch.optim.Adam(self.summary.parameters(), lr=self.outer["lr"],
-                                    weight_decay=self.outer["weight_decay"])
-        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=self.total_steps)
+        self.opt = Adam(self.summary.parameters(), lr=self.outer["lr"], weight_decay=self.outer["weight_decay"])
+        self.sched = CosineSchedule(self.opt, self.total_steps)
         self._pool_index = None
 
     def step(self, step: int) -> dict:

@@ -45,6 +45,7 @@ from td3.evaluate import EvalResult, evaluate
 from td3.losses import summary_loss
 from td3.models import build_model
 from td3.models.base import SequentialRecommender
+from td3.optim import Adam
 from td3.train import resolve_device, rng_state, seed_everything, set_rng_state, train_epoch
 
 __all__ = ["SummaryTrainingResult", "train_on_summary", "train_on_sequences", "build_learner",
@@ -221,9 +222,8 @@ def _fit(model, data, run_epoch: Callable[[int], float], *, epochs: int, select:
                                  model=model)
 
 
-def _optimizer(model, lr: float, weight_decay: float) -> torch.optim.Adam:
-    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
-                            lr=lr, weight_decay=weight_decay)
+def _optimizer(model, lr: float, weight_decay: float) -> Adam:
+    return Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
 
 
 # ------------------------------------------------------------------ entry points

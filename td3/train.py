@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from .errors import ConfigError, TrainingError
 from .evaluate import evaluate
 from .models import build_model
 from .models.popularity import Popularity
+from .optim import Adam
 
 log = logging.getLogger("td3.train")
 
@@ -57,8 +59,20 @@ def setup_runtime(cfg: dict) -> torch.device:
     threads = cfg.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK")
     if threads:
         torch.set_num_threads(int(threads))
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    use_deterministic_algorithms()
     return resolve_device(cfg.get("device"))
+
+
+def use_deterministic_algorithms() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` without its other effect:
+    it also sets the flag of torch's compiler (inductor), and importing that config imports
+    ``torch._dynamo``, about 6 s per process here, for a compiler no run uses. Where the
+    compiler is already loaded, or torch lacks the flag's setter, the public call is used."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        setter(True, warn_only=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -141,7 +155,7 @@ def _train(cfg: dict, sig: str, run_dir: Path) -> Path:
     model = build_model(cfg["model"]["name"], data.num_items, max_len=cfg["max_len"],
                         **model_options(cfg["model"])).to(device)
     t = cfg["train"]
-    optimizer = torch.optim.Adam(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    optimizer = Adam(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
     shuffle = torch.Generator().manual_seed(cfg["seed"])
 
     record = records.new_record("train", cfg, sig)
