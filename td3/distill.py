@@ -418,7 +418,7 @@ class BilevelEngine:
         loss = outer["ce_weight"] * ce + (outer["fsa_weight"] * fsa if outer["fsa"] else 0.0)
         if not torch.isfinite(loss):
             raise TrainingError(f"non-finite outer loss (ce={ce.item()}, fsa={fsa.item()}) at outer step {step + 1}")
-        self.opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad()
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.summary.parameters(), outer["clip"])
         if not torch.isfinite(norm):

@@ -2,14 +2,17 @@
 training, training on a summary, and the outer loop over the summary's factors.
 
 Why not ``torch.optim``: its first ``step()`` imports ``torch._dynamo`` (the compiler
-stack: about 6 s per process on this machine, longer than a smoke run's whole training),
-and every run, SLURM task and Ray trial is a new process. ``Adam`` below performs
+stack: about 6 s per process on this machine), and every run, SLURM task and Ray trial is
+a new process. ``Adam`` below performs
 ``torch.optim.Adam``'s single-tensor update (the one it runs on CPU) operation for
 operation, so the numbers are the same to the bit (tests/test_optim.py), and its
 ``state_dict`` has ``torch.optim``'s layout, so checkpoints load either way.
 
-The differentiable inner loop has its own optimiser (``td3.inner.FunctionalOptimizer``);
-the ``higher`` backend still wraps ``torch.optim``, which is what ``higher`` needs.
+The differentiable inner loop has its own optimiser (``td3.inner.FunctionalOptimizer``):
+it follows ``higher``'s Adam formula (the step size folds in √(1−β2^t) before ε is
+added), which the func/higher agreement tests need; this one follows ``torch.optim``'s,
+which keeps the outer loop's numbers and checkpoints what they were. The ``higher``
+backend still wraps ``torch.optim``, which is what ``higher`` needs.
 """
 from __future__ import annotations
 
@@ -28,18 +31,13 @@ class Adam:
         if not self.params:
             raise ValueError("Adam got an empty parameter list")
         self.lr, self.betas, self.eps, self.weight_decay = float(lr), tuple(betas), float(eps), float(weight_decay)
-        self.initial_lr = self.lr
         self.steps = [0] * len(self.params)  # per parameter, as torch.optim: one without a gradient does not step
-        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
+    def zero_grad(self) -> None:
         for p in self.params:
-            if p.grad is not None:
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.zero_()
+            p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
@@ -64,7 +62,7 @@ class Adam:
         state = {i: {"step": torch.tensor(float(self.steps[i])), "exp_avg": self.exp_avg[i].clone(),
                      "exp_avg_sq": self.exp_avg_sq[i].clone()}
                  for i in range(len(self.params)) if self.steps[i]}
-        group = {"lr": self.lr, "initial_lr": self.initial_lr, "betas": self.betas, "eps": self.eps,
+        group = {"lr": self.lr, "betas": self.betas, "eps": self.eps,
                  "weight_decay": self.weight_decay, "amsgrad": False, "maximize": False,
                  "params": list(range(len(self.params)))}
         return {"state": state, "param_groups": [group]}
@@ -76,7 +74,6 @@ class Adam:
                              f"this optimizer has {len(self.params)}")
         group = groups[0]
         self.lr = float(group["lr"])
-        self.initial_lr = float(group.get("initial_lr", self.lr))
         self.betas, self.eps, self.weight_decay = tuple(group["betas"]), float(group["eps"]), float(group["weight_decay"])
         self.steps = [0] * len(self.params)
         for key, entry in saved["state"].items():
@@ -96,11 +93,12 @@ class CosineSchedule:
     recursive update, which accumulates rounding)."""
 
     def __init__(self, optimizer: Adam, total_steps: int):
-        self.optimizer, self.total_steps, self.t = optimizer, max(1, int(total_steps)), 0
+        self.optimizer, self.base_lr = optimizer, optimizer.lr
+        self.total_steps, self.t = max(1, int(total_steps)), 0
 
     def step(self) -> None:
         self.t += 1
-        self.optimizer.lr = self.optimizer.initial_lr * (1 + math.cos(math.pi * self.t / self.total_steps)) / 2
+        self.optimizer.lr = self.base_lr * (1 + math.cos(math.pi * self.t / self.total_steps)) / 2
 
     def state_dict(self) -> dict:
         return {"t": self.t, "total_steps": self.total_steps}

@@ -268,7 +268,7 @@ def train_on_summary(S: torch.Tensor, data, model_name: str, model_options: dict
             if not torch.isfinite(loss):
                 raise TrainingError(f"non-finite loss ({loss.item()}) training {model_name} on the "
                                     f"summary at epoch {epoch}, step {step}")
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.item() * len(rows)

@@ -263,7 +263,7 @@ def train_epoch(model, optimizer, inputs, targets, batch_size: int, shuffle: tor
         loss = model.train_loss(inputs[idx], targets[idx])
         if not torch.isfinite(loss):
             raise TrainingError(f"non-finite training loss ({loss.item()}) at epoch {epoch}, step {step}")
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         total += loss.item() * len(idx)

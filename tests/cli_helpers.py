@@ -30,3 +30,15 @@ def assert_one_clear_error(proc: subprocess.CompletedProcess, *needles: str) -> 
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
+
+
+# A process's import log (PYTHONPROFILEIMPORTTIME=1 writes it to stderr): a run should never
+# load torch's compiler, which costs ~6 s per process (td3/optim.py says why).
+IMPORT_LOG = {"PYTHONPROFILEIMPORTTIME": "1"}
+
+
+def assert_no_compiler_import(proc: subprocess.CompletedProcess) -> None:
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" in imported, "no import log in stderr: run the process with IMPORT_LOG in its environment"
+    assert not {m for m in imported if m.startswith(("torch._dynamo", "torch._inductor"))}, \
+        sorted(m for m in imported if m.startswith(("torch._dynamo", "torch._inductor")))[:5]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import assert_one_clear_error, files_under, run_cli
+from cli_helpers import IMPORT_LOG, assert_no_compiler_import, assert_one_clear_error, files_under, run_cli
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,8 +61,9 @@ def shared(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def td3_run(shared):
-    """The default td3 run in the shared directory: (record path, record)."""
-    return record_of(run(*SMALL, env=shared, check=True))
+    """The default td3 run in the shared directory: (record path, record, the process)."""
+    proc = run(*SMALL, env={**shared, **IMPORT_LOG}, check=True)
+    return (*record_of(proc), proc)
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +103,10 @@ def test_td3_run_record_summary_and_teacher_reuse(shared, dataset, td3_run):
     from td3.data import training_windows
     from td3.summary import Summary, TuckerSummary
 
-    path, record = td3_run
+    path, record, proc = td3_run
     run_dir = path.parent
+    # teacher training, the outer loop and the evaluation learner, without torch's compiler
+    assert_no_compiler_import(proc)
     assert record["status"] == "complete" and record["kind"] == "distill" and record["method"] == "td3"
     assert run_dir.name == f"synthetic-td3-{MU}x{ZETA}-{record['signature']}"
     assert run_dir.parent == Path(shared["TD3_RESULTS_DIR"]) / "distill"
@@ -255,7 +258,7 @@ def test_baseline_methods(shared, dataset):
 # -------------------------------------------------------------- 7. higher backend
 def test_higher_backend_matches_func_through_the_cli(shared, td3_run):
     pytest.importorskip("higher")
-    _, func = td3_run
+    _, func, _ = td3_run
     path, higher = record_of(run(*SMALL, "distill.inner.backend=higher", env=shared, check=True))
     assert higher["status"] == "complete" and higher["signature"] != func["signature"]
     a, b = history_of(func), history_of(higher)

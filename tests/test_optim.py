@@ -1,9 +1,7 @@
-"""td3.optim against torch.optim: the same numbers to the bit, the same checkpoint layout."""
+"""td3.optim against torch.optim: the same numbers to the bit, the same checkpoint layout.
+(That runs never import torch's compiler is checked on real runs: tests/test_train.py and
+tests/test_distill.py.)"""
 from __future__ import annotations
-
-import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -27,7 +25,7 @@ def loss_of(model, step: int) -> torch.Tensor:
 
 def train(model, opt, steps: range, skip_last_layer_at=()):
     for step in steps:
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss_of(model, step).backward()
         if step in skip_last_layer_at:  # a parameter without a gradient this step: it does not step
             for p in model[3].parameters():
@@ -90,7 +88,6 @@ def test_cosine_schedule_follows_torch_and_resumes():
         ref_opt.step()
         ref.step()
         lrs.append(ours.lr)
-        assert ours.lr == pytest.approx(0.03 * (1 + math.cos(math.pi * t / 40)) / 2, rel=1e-15, abs=1e-18)
         assert ours.lr == pytest.approx(ref.get_last_lr()[0], rel=1e-9, abs=1e-15)
     assert lrs[19] == pytest.approx(0.015) and lrs[-1] == pytest.approx(0.0, abs=1e-18)
     # resumed from a checkpoint taken at t = 10 (its own or torch's), the same rates follow
@@ -100,23 +97,3 @@ def test_cosine_schedule_follows_torch_and_resumes():
         resumed.load_state_dict(saved)
         resumed.step()
         assert opt.lr == lrs[10]
-
-
-def test_a_run_process_never_imports_the_compiler():
-    """What td3.optim and td3.train.use_deterministic_algorithms are for: a training step
-    in a fresh process leaves torch._dynamo unimported (torch.optim's step imports it)."""
-    code = ("import sys, torch\n"
-            "from td3.optim import Adam, CosineSchedule\n"
-            "from td3.train import use_deterministic_algorithms\n"
-            "use_deterministic_algorithms()\n"
-            "assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()\n"
-            "p = torch.nn.Parameter(torch.ones(3)); opt = Adam([p]); s = CosineSchedule(opt, 5)\n"
-            "(p * p).sum().backward(); torch.nn.utils.clip_grad_norm_([p], 1.0); opt.step(); s.step()\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('torch._dynamo', 'torch._inductor'))))\n"
-            "opt2 = torch.optim.Adam([p]); opt2.step()\n"
-            "print('torch._dynamo' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    ours, torch_optim = out.stdout.strip().splitlines()
-    assert ours == "[]"
-    assert torch_optim == "True"  # the check can see an import: torch.optim's step makes one

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_helpers import assert_one_clear_error, files_under, run_cli
+from cli_helpers import IMPORT_LOG, assert_no_compiler_import, assert_one_clear_error, files_under, run_cli
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +34,8 @@ def env(tmp_path, shared_datasets):
 
 
 def test_record_has_everything_and_beats_popularity(env, tmp_path):
-    proc = td3(*SMALL, env=env, check=True)
+    proc = td3(*SMALL, env={**env, **IMPORT_LOG}, check=True)
+    assert_no_compiler_import(proc)  # full-data training with Adam, deterministic algorithms on
     record_path = Path(proc.stdout.strip().splitlines()[-1])
     assert record_path.name == "record.json" and record_path.is_file()
     record = json.loads(record_path.read_text())
