@@ -131,6 +131,21 @@ def test_right_padding_does_not_change_real_positions(name):
                                    model.next_features(ids, lengths), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("name", CAUSAL)
+def test_next_features_is_the_feature_at_the_last_position(name):
+    """NARM computes it for the last query only; every causal model must agree with forward."""
+    model = make(name).eval()
+    ids, lengths = id_batch(B=6, L=12, seed=5)
+    with torch.no_grad():
+        h = model(ids)  # (B, L, d)
+        want = h[torch.arange(6), lengths - 1]
+        torch.testing.assert_close(model.next_features(ids, lengths), want, atol=1e-6, rtol=0)
+        torch.testing.assert_close(model.next_features(one_hot(ids), lengths), want, atol=1e-6, rtol=0)
+        garbage = ids.clone()  # ids after a sequence's end cannot leak into its prediction
+        garbage[ids == 0] = 7
+        torch.testing.assert_close(model.next_features(garbage, lengths), want, atol=1e-6, rtol=0)
+
+
 # --------------------------------------------------------- double backward
 def distribution_loss(model, P):
     """A loss on item distributions, as the distillation inner loop uses them."""
