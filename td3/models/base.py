@@ -103,8 +103,12 @@ class SequentialRecommender(nn.Module):
 
     def next_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Features scoring the item after each sequence: (B, d)."""
-        h = self.forward(x)  # (B, L, d)
-        index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
+        return self.at_last(self.forward(x), lengths)
+
+    @staticmethod
+    def at_last(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """h (B, L, d) at each sequence's last real position lengths - 1: (B, d)."""
+        index = (lengths - 1).clamp(min=0).to(h.device).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
         return h.gather(1, index).squeeze(1)
 
     def score_next(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
