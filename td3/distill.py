@@ -36,7 +36,7 @@ from omegaconf import OmegaConf
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from . import records
+from . import baselines, records, summary_training
 from .cli import CONF_DIR, hydra_command
 from .data import load_dataset, training_windows
 from .errors import ConfigError, TrainingError
@@ -64,8 +64,7 @@ def check_config(cfg: dict) -> None:
         problems.append(f"summary.mu={s['mu']} must be >= 1")
     if cfg["method"] == "td3" and (s["d1"] > s["mu"] or s["d2"] > s["zeta"]):
         problems.append(f"Tucker ranks d1={s['d1']}, d2={s['d2']} cannot exceed mu={s['mu']}, zeta={s['zeta']}")
-    if cfg["evaluation"]["protocol"] not in ("scratch", "paper"):
-        problems.append(f"evaluation.protocol={cfg['evaluation']['protocol']!r}: expected scratch or paper")
+    problems += _evaluation_problems(cfg)
     # The bi-level settings only bind the methods that distil: Random, Longest and Full-Data
     # never read them, so a grid that shares them across methods must not fail there.
     distils = cfg["method"] in SUMMARY_METHODS
@@ -77,6 +76,26 @@ def check_config(cfg: dict) -> None:
         raise ConfigError("; ".join(problems))
     if distils:
         InnerConfig(**inner_config_kwargs(cfg)).check()
+
+
+def _evaluation_problems(cfg: dict) -> list[str]:
+    """The learners trained on the result: refused now rather than after a distillation."""
+    ev = cfg["evaluation"]
+    problems = []
+    if ev["protocol"] not in ("scratch", "paper"):
+        problems.append(f"evaluation.protocol={ev['protocol']!r}: expected scratch or paper")
+    unknown = [name for name in ev["models"] if not (Path(CONF_DIR) / "model" / f"{name}.yaml").is_file()]
+    if unknown or not ev["models"]:
+        known = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml"))
+        what = f"unknown {', '.join(map(repr, unknown))}" if unknown else "empty"
+        problems.append(f"evaluation.models={list(ev['models'])}: {what} (known: {', '.join(known)})")
+    if not ev["seeds"]:
+        problems.append("evaluation.seeds is empty")
+    if cfg["method"] != "full":  # Full-Data trains with train/, not with these
+        problems += summary_training.settings_problems(
+            ev["epochs"], ev["batch_size"], ev["lr"], ev["weight_decay"], ev["select"], ev.get("eval_every", 1),
+            cfg["eval"]["protocols"], prefix="evaluation.")
+    return problems
 
 
 def _bilevel_problems(s: dict, d: dict) -> list[str]:
@@ -97,6 +116,12 @@ def _bilevel_problems(s: dict, d: dict) -> list[str]:
         problems.append(f"distill.init_from={d['init_from']!r}: expected pool or scratch")
     if outer["epochs"] < 1 or outer["batch_size"] < 1:
         problems.append("distill.outer.epochs and distill.outer.batch_size must be >= 1")
+    for key in ("validate_every", "checkpoint_every"):
+        if d[key] < 1:
+            problems.append(f"distill.{key}={d[key]} must be >= 1")
+    problems += summary_training.settings_problems(
+        d["validate_epochs"], d["validate_batch_size"], d["validate_lr"], d["validate_weight_decay"],
+        prefix="distill.validate_")
     return problems
 
 
@@ -249,7 +274,6 @@ def _distill(cfg: dict, sig: str, run_dir: Path, report) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     records.write_text(run_dir / "config.json", records.canonical_json(cfg) + "\n")
 
-    from . import baselines, summary_training
     from .summary import Summary
 
     try:
@@ -293,7 +317,8 @@ def _distill(cfg: dict, sig: str, run_dir: Path, report) -> Path:
                 for seed in ev["seeds"]:
                     kwargs = dict(epochs=ev["epochs"], batch_size=ev["batch_size"], lr=ev["lr"],
                                   weight_decay=ev["weight_decay"], seed=seed, max_len=cfg["max_len"],
-                                  select=ev["select"], eval_protocols=tuple(cfg["eval"]["protocols"]),
+                                  select=ev["select"], eval_every=ev.get("eval_every", 1),
+                                  eval_protocols=tuple(cfg["eval"]["protocols"]),
                                   exclude_history=cfg["eval"]["exclude_history"], device=device)
                     if method != "full":
                         if method in SUMMARY_METHODS:
@@ -454,7 +479,6 @@ class BilevelEngine:
 def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: torch.device, report=None):
     """Algorithm 1 with validation and checkpoints (``summary_dir/state.pt``).
     Returns the best summary and a description of the run."""
-    from .summary_training import train_on_summary
 
     d, seed = cfg["distill"], cfg["seed"]
     engine = BilevelEngine(cfg, data, teacher, device)
@@ -476,7 +500,7 @@ def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: 
     def validate() -> float:
         """A fresh learner trained on S (by default as the evaluated learners will be)."""
         paper = d["validate_protocol"] == "paper"
-        result = train_on_summary(summary.distributions().detach(), data, cfg["model"]["name"],
+        result = summary_training.train_on_summary(summary.distributions().detach(), data, cfg["model"]["name"],
                                   model_options(cfg["model"]), epochs=d["validate_epochs"],
                                   batch_size=d["validate_batch_size"], lr=d["validate_lr"],
                                   weight_decay=d["validate_weight_decay"],

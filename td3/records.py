@@ -33,21 +33,34 @@ RECORD_NAME = "record.json"
 #: Config keys (dotted paths) that never change a run's results.
 NON_RESULT_KEYS = ("results_dir", "progress", "threads", "device", "eval.batch_size", "hydra", "sweep")
 
+#: Config keys added after runs existed, with the value that computes what those runs did.
+#: At that value a key leaves the signature out, so adding a setting neither orphans the
+#: results and summaries already made nor makes a rerun of their command start afresh.
+#: A new key goes here with its neutral value; a key whose default changes does not.
+NEUTRAL_VALUES = {"evaluation.eval_every": 1}
+
 #: Packages whose versions go in every record.
 PACKAGES = ("td3", "torch", "numpy", "pandas", "scipy", "hydra-core", "omegaconf", "higher",
             "submitit", "ray")
 
 
 # ------------------------------------------------------------------ identity
-def _drop(cfg: dict, dotted: str) -> None:
+_ANY = object()
+
+
+def _drop(cfg: dict, dotted: str, only_if: Any = _ANY) -> None:
     head, _, rest = dotted.partition(".")
     if head not in cfg:
         return
     if rest:
         if isinstance(cfg[head], dict):
-            _drop(cfg[head], rest)
-    else:
+            _drop(cfg[head], rest, only_if)
+    elif only_if is _ANY or _same_value(cfg[head], only_if):
         del cfg[head]
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b  # True is not 1 here
 
 
 def canonical_json(obj: Any) -> str:
@@ -59,6 +72,8 @@ def signature(config: dict, ignore: tuple[str, ...] = NON_RESULT_KEYS) -> str:
     cfg = json.loads(canonical_json(config))  # deep copy, plain types
     for key in ignore:
         _drop(cfg, key)
+    for key, neutral in NEUTRAL_VALUES.items():
+        _drop(cfg, key, only_if=neutral)
     return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()[:12]
 
 

@@ -117,22 +117,30 @@ def _copy_teacher_table(model: SequentialRecommender, teacher: torch.Tensor | No
 
 
 # ------------------------------------------------------------------ checks
-def _check_common(epochs, batch_size, lr, weight_decay, select, eval_every, eval_protocols) -> None:
+def settings_problems(epochs, batch_size, lr, weight_decay, select="best_valid", eval_every=1,
+                      eval_protocols=("uni100",), prefix: str = "") -> list[str]:
+    """What is wrong with a learner's training settings, each named ``<prefix><setting>``
+    (``prefix="evaluation."`` names the config keys, so a run can refuse them up front)."""
     problems = []
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        problems.append(f"epochs={epochs!r} must be an integer >= 1")
+        problems.append(f"{prefix}epochs={epochs!r} must be an integer >= 1")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        problems.append(f"batch_size={batch_size!r} must be an integer >= 1")
+        problems.append(f"{prefix}batch_size={batch_size!r} must be an integer >= 1")
     if not lr > 0:
-        problems.append(f"lr={lr!r} must be > 0")
+        problems.append(f"{prefix}lr={lr!r} must be > 0")
     if not weight_decay >= 0:
-        problems.append(f"weight_decay={weight_decay!r} must be >= 0")
+        problems.append(f"{prefix}weight_decay={weight_decay!r} must be >= 0")
     if select not in SELECTIONS:
-        problems.append(f"select={select!r} must be one of {', '.join(SELECTIONS)}")
+        problems.append(f"{prefix}select={select!r} must be one of {', '.join(SELECTIONS)}")
     if isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
-        problems.append(f"eval_every={eval_every!r} must be an integer >= 1")
+        problems.append(f"{prefix}eval_every={eval_every!r} must be an integer >= 1")
     if not tuple(eval_protocols):
         problems.append("eval_protocols is empty")
+    return problems
+
+
+def _check_common(*settings) -> None:
+    problems = settings_problems(*settings)
     if problems:
         raise ConfigError("; ".join(problems))
 

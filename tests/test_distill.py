@@ -7,6 +7,7 @@ tests that look at what a run leaves behind get their own.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -202,6 +203,11 @@ def test_td3_run_record_summary_and_teacher_reuse(shared, dataset, td3_run):
     assert longer_path != path and longer["distill"]["cached"] and longer["summary"]["dir"] == str(summary_dir)
     assert longer["distill"]["validations"] == record["distill"]["validations"] and "distill" not in longer["timings"]
     assert (longer_path.parent / "summary.pt").read_bytes() == (run_dir / "summary.pt").read_bytes()
+    # Validating every 2nd epoch is another evaluation of it, choosing among epochs 2, 4 and the last.
+    _, sparse = record_of(run(*SMALL, "evaluation.eval_every=2", env=shared, check=True))
+    assert sparse["distill"]["cached"] and sparse["signature"] != record["signature"]
+    assert [e["best_epoch"] for e in sparse["evaluations"]] != [] and all(
+        e["best_epoch"] in (2, 4, 5) for e in sparse["evaluations"])
 
     # Relaunching the same td3 config does nothing and points at the same record.
     mtime = path.stat().st_mtime_ns
@@ -397,6 +403,19 @@ def test_per_epoch_init_resumes_bitwise(tmp_path, monkeypatch):
     assert b["metrics"] == a["metrics"]
 
 
+def test_a_setting_added_later_keeps_earlier_signatures_at_its_neutral_value():
+    """Runs made before evaluation.eval_every existed keep their signature (records.NEUTRAL_VALUES)."""
+    from td3 import records
+
+    cfg = compose_config(SMALL, Path("runs"))
+    before = copy.deepcopy(cfg)
+    del before["evaluation"]["eval_every"]
+    assert cfg["evaluation"]["eval_every"] == 1 and records.signature(cfg) == records.signature(before)
+    for other in (2, True, 1.0):  # another value, or another type, computes something else
+        cfg["evaluation"]["eval_every"] = other
+        assert records.signature(cfg) != records.signature(before), other
+
+
 # ----------------------------------------------------- 4. impossible configs refused
 IMPOSSIBLE = {
     "window": (["distill.window=50", "distill.steps=10"], "distill.window"),
@@ -406,6 +425,12 @@ IMPOSSIBLE = {
     "method": (["method=nope"], "method"),
     "protocol": (["evaluation.protocol=nope"], "evaluation.protocol"),
     "backend": (["distill.inner.backend=nope"], "backend"),
+    # how the result is evaluated, or validated: refused before the distillation, not after it
+    "eval_model": (["evaluation.models=[sasrec,nope]"], "evaluation.models=['sasrec', 'nope']: unknown 'nope'"),
+    "eval_epochs": (["evaluation.epochs=0"], "evaluation.epochs=0"),
+    "eval_every": (["evaluation.eval_every=0"], "evaluation.eval_every=0"),
+    "validate_lr": (["distill.validate_lr=0"], "distill.validate_lr=0"),
+    "validate_every": (["distill.validate_every=0"], "distill.validate_every=0"),
 }
 THROUGH_CLI = ("window", "d1", "backend")  # the others in-process: a launch is mostly importing torch
 
