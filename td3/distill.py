@@ -333,16 +333,19 @@ def _distill(cfg: dict, sig: str, run_dir: Path, report) -> Path:
                         splits = {"valid": result.valid, "test": result.test}
                         metrics = {s: r.metrics for s, r in splits.items()}
                         seconds, best_epoch = result.seconds, result.best_epoch
+                        curve = result.validation_curve()
                         frames = [r.to_frame().assign(split=s) for s, r in splits.items()]
                     else:  # full data: a full-data training run per learner and seed
                         full_cfg = {**teacher_config(cfg), "seed": seed, "model": model_config(name, cfg)}
                         full_record_path = train_full(full_cfg)
                         full = json.loads(full_record_path.read_text())
                         metrics, seconds, best_epoch = full["metrics"], full["timings"]["total"], full["best_epoch"]
+                        curve = None  # in the full-data run's own record (its history)
                         train_runs.append(str(full_record_path.parent))
                         frames = [pd.read_parquet(full_record_path.parent / full["per_user"])]
                     evaluations.append({"model": name, "seed": seed, "protocol": ev["protocol"],
-                                        "metrics": metrics, "best_epoch": best_epoch, "seconds": round(seconds, 3)})
+                                        "metrics": metrics, "best_epoch": best_epoch, "seconds": round(seconds, 3),
+                                        "valid_curve": curve})
                     per_user.append(pd.concat(frames, ignore_index=True).assign(model=name, seed=seed))
     except TrainingError as exc:
         record.update(status="failed", error=str(exc), timings=timer.as_dict(), peak_memory_mb=records.peak_rss_mb())

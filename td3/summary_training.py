@@ -74,6 +74,11 @@ class SummaryTrainingResult:
     history: list[dict]
     model: SequentialRecommender | None = field(default=None, repr=False, compare=False)
 
+    def validation_curve(self) -> list[list]:
+        """[[epoch, validation MRR@10], ...] over the validated epochs, for the record."""
+        key = f"valid_{SELECT_METRIC}"
+        return [[e["epoch"], e[key]] for e in self.history if key in e]
+
 
 # ------------------------------------------------------------------ learner
 def build_learner(model_name: str, num_items: int, model_options: dict, *, max_len: int, seed: int,
