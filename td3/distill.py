@@ -503,16 +503,13 @@ def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: 
     def validate() -> float:
         """A fresh learner trained on S (by default as the evaluated learners will be)."""
         paper = d["validate_protocol"] == "paper"
-        result = summary_training.train_on_summary(summary.distributions().detach(), data, cfg["model"]["name"],
-                                  model_options(cfg["model"]), epochs=d["validate_epochs"],
-                                  batch_size=d["validate_batch_size"], lr=d["validate_lr"],
-                                  weight_decay=d["validate_weight_decay"],
-                                  alt=d["inner"]["alt"], alt_low=d["inner"]["alt_low"],
-                                  alt_weight=d["inner"].get("alt_weight", 1.0), seed=seed,
-                                  max_len=cfg["max_len"], select="last", eval_protocols=("uni100",),
-                                  protocol=d["validate_protocol"],
-                                  teacher_item_embedding=teacher.item_embedding if paper else None,
-                                  device=device)
+        result = summary_training.train_on_summary(
+            summary.distributions().detach(), data, cfg["model"]["name"], model_options(cfg["model"]),
+            epochs=d["validate_epochs"], batch_size=d["validate_batch_size"], lr=d["validate_lr"],
+            weight_decay=d["validate_weight_decay"], alt=d["inner"]["alt"], alt_low=d["inner"]["alt_low"],
+            alt_weight=d["inner"].get("alt_weight", 1.0), seed=seed, max_len=cfg["max_len"], select="last",
+            eval_protocols=("uni100",), protocol=d["validate_protocol"],
+            teacher_item_embedding=teacher.item_embedding if paper else None, device=device)
         return result.valid.metrics["uni100"]["MRR@10"]
 
     step_seconds = []
