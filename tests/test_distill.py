@@ -264,19 +264,26 @@ def test_baseline_methods(shared, dataset):
 
 
 # -------------------------------------------------------------- 7. higher backend
-def test_higher_backend_matches_func_through_the_cli(shared, td3_run):
+def test_higher_backend_matches_func_through_the_cli(shared):
+    """The same run through either backend, from the command line, in float32.
+
+    With SGD (and momentum) the two backends follow the same trajectory. Inner Adam is left
+    to test_inner's float64 comparison: when RaT-BPTT's window holds Adam's first step
+    (M = W), the update lr·g/(|g| + eps) has a derivative up to lr/eps for gradients near
+    eps, so float32 rounding that the backends order differently is amplified; through the
+    CLI their meta-gradient norms parted by 2% at the first such step and by 100% four
+    outer steps later. In float64 they agree to 1e-14 there too."""
     pytest.importorskip("higher")
-    _, func, _ = td3_run
-    path, higher = record_of(run(*SMALL, "distill.inner.backend=higher", env=shared, check=True))
+    sgd = ["distill.inner.optimizer=sgd", "distill.inner.momentum=0.9"]
+    func, higher = (record_of(run(*SMALL, *sgd, f"distill.inner.backend={backend}", env=shared, check=True))[1]
+                    for backend in ("func", "higher"))
     assert higher["status"] == "complete" and higher["signature"] != func["signature"]
     a, b = history_of(func), history_of(higher)
+    assert len(a) == len(b) > 0 and any(h["M"] == 3 for h in a)  # some windows hold the first step
     assert [(h["step"], h["M"], h["init"]) for h in a] == [(h["step"], h["M"], h["init"]) for h in b]
-    # float32, and the two backends order Adam's arithmetic differently: not bitwise. The
-    # first outer steps agree exactly; later ones by ~1e-6 (ce, 5 decimals) / ~1e-5 (fsa).
-    assert a[0] == b[0]
-    for x, y in zip(a, b):
-        assert y["ce"] == pytest.approx(x["ce"], rel=1e-5, abs=0), (x, y)
-        assert y["fsa"] == pytest.approx(x["fsa"], rel=1e-4, abs=0), (x, y)
+    for x, y in zip(a, b):  # the history keeps 5 significant digits: one rounding step apart at most
+        for key in ("ce", "fsa", "grad_norm"):
+            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=0), (key, x, y)
 
 
 # ------------------------------------------------------- 3. kill and resume bitwise
