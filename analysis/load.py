@@ -132,6 +132,11 @@ def load(results: str | Path, workers: int | None = None) -> tuple[pd.DataFrame,
     return runs, values
 
 
+def _plain(value):
+    """16 for 16.0: a column holding NaN for other methods turns its integers into floats."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def variant_labels(runs: pd.DataFrame, group: list[str]) -> pd.Series:
     """For each run, the variant settings that differ from the most common ones of its
     ``group`` (e.g. dataset × method): '' for the usual run, 'd1=16' for a rank study."""
@@ -144,6 +149,6 @@ def variant_labels(runs: pd.DataFrame, group: list[str]) -> pd.Series:
                 continue
             mode = sub[key].astype(str).mode().iloc[0]
             for i in sub.index[sub[key].astype(str) != mode]:
-                parts[i].append(f"{key}={sub.at[i, key]}")
+                parts[i].append(f"{key}={_plain(sub.at[i, key])}")
         labels.loc[sub.index] = [" ".join(p) for p in parts]
     return labels

@@ -80,6 +80,15 @@ def test_compare_seeds_pairs_only_matching_seeds(samples):
     assert stats.stars(0.004) == "**" and stats.stars(0.02) == "*" and stats.stars(0.2) == ""
 
 
+def test_variant_labels_name_the_odd_settings_as_written():
+    """A rank study's labels read d1=16, not d1=16.0 (other methods' NaN made the column float)."""
+    from load import variant_labels
+
+    runs = pd.DataFrame({"dataset": ["ml-100k"] * 4, "method": ["td3", "td3", "td3", "random"],
+                         "d1": [8.0, 8.0, 16.0, np.nan], "embedding": ["frozen", "frozen", "trainable", None]})
+    assert list(variant_labels(runs, ["dataset", "method"])) == ["", "", "d1=16 embedding=trainable", ""]
+
+
 # ------------------------------------------------------------- make_tables.py
 def write_run(root: Path, name: str, method: str, dataset: str, size: str, seed: int, values: dict,
               protocol: str = "scratch", status: str = "complete", **distill) -> Path:
