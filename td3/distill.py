@@ -49,6 +49,7 @@ log = logging.getLogger("td3.distill")
 
 SUMMARY_METHODS = {"td3": "tucker", "farzi": "farzi", "naive": "naive"}
 METHODS = (*SUMMARY_METHODS, "random", "longest", "full")
+MODEL_CONF_DIR = Path(CONF_DIR) / "model"   # evaluation learners' options, conf/model/<name>.yaml
 
 
 # ------------------------------------------------------------------ config
@@ -84,9 +85,10 @@ def _evaluation_problems(cfg: dict) -> list[str]:
     problems = []
     if ev["protocol"] not in ("scratch", "paper"):
         problems.append(f"evaluation.protocol={ev['protocol']!r}: expected scratch or paper")
-    unknown = [name for name in ev["models"] if not (Path(CONF_DIR) / "model" / f"{name}.yaml").is_file()]
+    unknown = [name for name in ev["models"]
+               if name != cfg["model"]["name"] and not (MODEL_CONF_DIR / f"{name}.yaml").is_file()]
     if unknown or not ev["models"]:
-        known = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml"))
+        known = sorted(p.stem for p in MODEL_CONF_DIR.glob("*.yaml"))
         what = f"unknown {', '.join(map(repr, unknown))}" if unknown else "empty"
         problems.append(f"evaluation.models={list(ev['models'])}: {what} (known: {', '.join(known)})")
     if not ev["seeds"]:
@@ -145,7 +147,7 @@ def model_config(name: str, cfg: dict) -> dict:
     """Options of an evaluation learner: the distillation learner's own, or conf/model/<name>.yaml."""
     if name == cfg["model"]["name"]:
         return dict(cfg["model"])
-    path = Path(CONF_DIR) / "model" / f"{name}.yaml"
+    path = MODEL_CONF_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"evaluation model {name!r}: no config at {path}")
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
@@ -482,7 +484,6 @@ class BilevelEngine:
 def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: torch.device, report=None):
     """Algorithm 1 with validation and checkpoints (``summary_dir/state.pt``).
     Returns the best summary and a description of the run."""
-
     d, seed = cfg["distill"], cfg["seed"]
     engine = BilevelEngine(cfg, data, teacher, device)
     summary = engine.summary
