@@ -7,7 +7,9 @@
   that make a variant: ranks, FSA, ALT, learning rates, ...), costs (distillation seconds,
   peak memory, training seconds);
 - ``values``: one row per (run, evaluated model, learner seed, split, ranking protocol,
-  metric) with the value in [0, 1].
+  metric) with the value in [0, 1]. Ranking protocols: ``recbole100`` (the paper's),
+  ``unseen100``, ``full``; records written before ``recbole100`` existed hold ``unseen100``
+  under its earlier name ``uni100`` and load as ``unseen100``.
 
 Full-data runs are records of ``method=full``. Random, Longest and Full do not depend on the
 summary-evaluation protocol: their ``summary_protocol`` is "-" and the tables show them
@@ -23,6 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 SUMMARY_METHODS = ("td3", "farzi", "naive")
+#: Ranking protocols under the names records used before they were renamed.
+LEGACY_PROTOCOLS = {"uni100": "unseen100"}
 METHOD_LABELS = {"td3": "TD3", "farzi": "Farzi", "naive": "Naive", "random": "Random", "longest": "Longest",
                  "full": "Full-Data"}
 #: Settings that make two runs of one method, dataset and size different experiments.
@@ -80,7 +84,8 @@ def _parse(path: str) -> tuple[dict, list[dict]]:
             for protocol, metrics in (by_protocol or {}).items():
                 for metric, value in (metrics or {}).items():
                     values.append({"run_dir": run_dir, "model": e.get("model"), "learner_seed": e.get("seed"),
-                                   "split": split, "protocol": protocol, "metric": metric, "value": value,
+                                   "split": split, "protocol": LEGACY_PROTOCOLS.get(protocol, protocol),
+                                   "metric": metric, "value": value,
                                    "train_seconds": e.get("seconds")})
     return run, values
 

@@ -5,7 +5,7 @@
 Runs the embedded default exactly as a new user would (a fresh results and data directory,
 so the teacher is trained too), times the whole command, then runs `method=random` at the
 same interaction budget (μ·ζ real interactions) in the same directory, and prints both
-runs' test NDCG@10 and HR@10 under uni100 and full ranking. The target is under two minutes
+runs' test NDCG@10 and HR@10 under the ranking protocols (recbole100, unseen100, full). The target is under two minutes
 for the default run on 2 CPU cores, and TD3 above Random.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def run(root: Path, *overrides: str) -> tuple[float, dict]:
 def figures(record: dict) -> str:
     test = record["metrics"]["test"]
     return "  ".join(f"{p} NDCG@10 {test[p]['NDCG@10']:.4f} HR@10 {test[p]['HR@10']:.4f}"
-                     for p in ("uni100", "full") if p in test)
+                     for p in ("recbole100", "unseen100", "full") if p in test)
 
 
 def main() -> None:

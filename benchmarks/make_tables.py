@@ -45,7 +45,7 @@ def generate(root: Path, n: int, seed: int = 0) -> int:
         run_dir.mkdir(parents=True)
         base = MEANS[method] + (0.05 if protocol == "paper" else 0.0)
         metrics = {split: {p: {m: float(np.clip(base * (0.2 if p == "full" else 1) + rng.normal(0, 0.01), 0, 1))
-                               for m in METRICS} for p in ("uni100", "full")} for split in ("valid", "test")}
+                               for m in METRICS} for p in ("recbole100", "unseen100", "full")} for split in ("valid", "test")}
         cfg = {"method": method, "seed": seed_, "teacher_seed": 0, "max_len": zeta,
                "dataset": {"name": dataset}, "model": {"name": "sasrec", "hidden_size": 32},
                "summary": {"mu": mu, "zeta": zeta, "d1": 8, "d2": 8, "latent_dim": 32},

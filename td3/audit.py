@@ -11,6 +11,9 @@ Checks every run record under ``DIR/distill`` and ``DIR/train``:
 - signature: the signature recomputed from the record's config equals the record's and the
   directory's name, and ``config.json`` holds the same config (a hand-edited config fails);
 - metrics: the record's test metrics equal the mean of its per-user values;
+- protocols: which ranking protocols each record holds; a record without ``recbole100``
+  (the paper's) is a warning, and one written before ``unseen100`` had its name says that
+  its ``uni100`` is ``unseen100``;
 - consistent: one dataset checksum per dataset, one git sha, one set of package versions
   across the sweep (several are listed);
 - no duplicates (two directories with one signature) and no orphans (run directories
@@ -159,6 +162,27 @@ class Audit:
                     c.failures.append(f"{run_dir}: {split}/{protocol}/{metric} is {stated}, its per-user mean {value:.6g}")
                     break
 
+    def check_protocols(self) -> None:
+        from .evaluate import LEGACY_PROTOCOLS, PROTOCOLS
+
+        c = self.check("protocols")
+        legacy = 0
+        for run_dir, record in self.runs.items():
+            held = list(((record.get("metrics") or {}).get("test") or {}))
+            if record.get("status") != "complete" or not held:
+                continue
+            c.checked += 1
+            unknown = [p for p in held if p not in PROTOCOLS and p not in LEGACY_PROTOCOLS]
+            if unknown:
+                c.failures.append(f"{run_dir}: unknown ranking protocol(s) {unknown}")
+            if "recbole100" not in held:
+                c.warnings.append(f"{run_dir}: no recbole100 (the paper's ranking protocol); holds "
+                                  + ", ".join(f"{p} (= {LEGACY_PROTOCOLS[p]})" if p in LEGACY_PROTOCOLS else p
+                                              for p in held))
+            legacy += any(p in LEGACY_PROTOCOLS for p in held)
+        if legacy:
+            c.notes.append(f"{legacy} record(s) name unseen100 by its earlier name uni100")
+
     def check_consistency(self) -> None:
         c = self.check("consistent")
         datasets, shas, packages = defaultdict(set), defaultdict(list), defaultdict(list)
@@ -259,8 +283,8 @@ class Audit:
 
     # -------------------------------------------------------------- report
     def report(self) -> int:
-        order = ["readable", "complete", "sealed", "signature", "metrics", "duplicates", "orphans", "consistent",
-                 "grid", "reproduces"]
+        order = ["readable", "complete", "sealed", "signature", "metrics", "protocols", "duplicates", "orphans",
+                 "consistent", "grid", "reproduces"]
         rows = [self.checks[n] for n in order if n in self.checks]
         width = max(len(r.name) for r in rows) if rows else 10
         print(f"td3 audit of {self.root}: {len(self.runs)} records")
@@ -320,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     audit.check_seals()
     audit.check_signatures()
     audit.check_metrics()
+    audit.check_protocols()
     audit.check_consistency()
     audit.check_orphan_summaries()
     if not args.no_grid:

@@ -40,6 +40,7 @@ from . import baselines, records, summary_training
 from .cli import CONF_DIR, hydra_command
 from .data import load_dataset, training_windows
 from .errors import ConfigError, TrainingError
+from .evaluate import protocol_problems
 from .inner import EMBEDDING, InnerConfig, InnerLoop
 from .models import build_model
 from .optim import Adam, CosineSchedule
@@ -93,7 +94,9 @@ def _evaluation_problems(cfg: dict) -> list[str]:
         problems.append(f"evaluation.models={list(ev['models'])}: {what} (known: {', '.join(known)})")
     if not ev["seeds"]:
         problems.append("evaluation.seeds is empty")
-    if cfg["method"] != "full":  # Full-Data trains with train/, not with these
+    if cfg["method"] == "full":
+        problems += protocol_problems(cfg["eval"]["protocols"])
+    else:  # Full-Data trains with train/, not with these
         problems += summary_training.settings_problems(
             ev["epochs"], ev["batch_size"], ev["lr"], ev["weight_decay"], ev["select"], ev.get("eval_every", 1),
             cfg["eval"]["protocols"], prefix="evaluation.")
@@ -509,9 +512,9 @@ def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: 
             epochs=d["validate_epochs"], batch_size=d["validate_batch_size"], lr=d["validate_lr"],
             weight_decay=d["validate_weight_decay"], alt=d["inner"]["alt"], alt_low=d["inner"]["alt_low"],
             alt_weight=d["inner"].get("alt_weight", 1.0), seed=seed, max_len=cfg["max_len"], select="last",
-            eval_protocols=("uni100",), protocol=d["validate_protocol"],
+            eval_protocols=(summary_training.SELECT_PROTOCOL,), protocol=d["validate_protocol"],
             teacher_item_embedding=teacher.item_embedding if paper else None, device=device)
-        return result.valid.metrics["uni100"]["MRR@10"]
+        return result.valid.metrics[summary_training.SELECT_PROTOCOL][summary_training.SELECT_METRIC]
 
     step_seconds = []
     bar = tqdm(total=engine.total_steps, initial=state["step"], desc=f"distill {data.name}/{cfg['method']}",

@@ -1,8 +1,11 @@
 """Evaluate a next-item model on the validation or test split (SPEC §1).
 
-Protocols:
-- ``"uni100"``: the paper's setting; each user's target is ranked against the 100
-  negatives stored with the dataset (``data.negatives``), drawn once per dataset.
+Ranking protocols (``docs/protocol.md``):
+- ``"recbole100"``: the paper's; each user's target is ranked against 100 negatives drawn
+  as RecBole's RepeatableSampler draws them for sequential models (every item but the
+  split's target, with replacement: the user's own earlier items can be negatives);
+- ``"unseen100"``: the target against 100 items the user never interacted with (drawn
+  without replacement), an easier protocol (td3 called it "uni100" before it had both);
 - ``"full"``: the target is ranked against every real item (never padding). With
   ``exclude_history=True`` the user's earlier items do not count against the target:
   the training items for split ``"valid"``; training items + the validation item for
@@ -11,10 +14,14 @@ Protocols:
 Ranks are pessimistic under ties (see ``td3.metrics``). Both protocols rank the same
 score rows, computed once per batch.
 
-The data object needs only: ``num_items``, ``num_users``, ``negatives`` (U, 100),
+Both sampled protocols use negatives stored with the dataset, drawn once per dataset, so
+every run ranks against the same candidates.
+
+The data object needs only: ``num_items``, ``num_users``,
+``negatives_for(protocol, split) -> (U, 100)``,
 ``eval_inputs(split, max_len) -> (inputs (U, max_len), lengths (U,), targets (U,))`` and
 ``history(u) -> all of user u's items in time order`` (train..., valid, test). Row u of
-``eval_inputs`` / ``negatives`` is user u (0-based).
+``eval_inputs`` / the negatives is user u (0-based).
 """
 from __future__ import annotations
 
@@ -28,10 +35,32 @@ import torch
 from td3.errors import ConfigError, DataError
 from td3.metrics import KS, full_ranks, mean_metrics, metrics_from_ranks, sampled_ranks
 
-PROTOCOLS: tuple[str, ...] = ("uni100", "full")
+SAMPLED: tuple[str, ...] = ("recbole100", "unseen100")
+PROTOCOLS: tuple[str, ...] = (*SAMPLED, "full")
 SPLITS: tuple[str, ...] = ("valid", "test")
+#: Names records held before a protocol was renamed: records written then still load.
+LEGACY_PROTOCOLS = {"uni100": "unseen100"}
 
-__all__ = ["PROTOCOLS", "SPLITS", "EvalResult", "evaluate"]
+__all__ = ["PROTOCOLS", "SAMPLED", "SPLITS", "LEGACY_PROTOCOLS", "EvalResult", "evaluate",
+           "protocol_problems"]
+
+
+def protocol_problems(protocols: Sequence[str], name: str = "eval.protocols") -> list[str]:
+    """What is wrong with a list of ranking protocols (empty list: nothing)."""
+    protocols = [protocols] if isinstance(protocols, str) else list(protocols)
+    problems = []
+    for p in protocols:
+        if p in LEGACY_PROTOCOLS:
+            problems.append(f"{name}: {p!r} is ambiguous and no longer accepted: it was td3's "
+                            f"{LEGACY_PROTOCOLS[p]!r} (negatives the user never interacted with); "
+                            f"the paper's protocol is 'recbole100' (RecBole's negatives)")
+        elif p not in PROTOCOLS:
+            problems.append(f"{name}: unknown ranking protocol {p!r}; choose from {', '.join(PROTOCOLS)}")
+    if not protocols:
+        problems.append(f"{name} is empty; choose from {', '.join(PROTOCOLS)}")
+    if len(set(protocols)) != len(protocols):
+        problems.append(f"{name} lists a protocol twice: {protocols}")
+    return problems
 
 
 @dataclass
@@ -109,9 +138,9 @@ def evaluate(model: Any, data: Any, split: str,
     if isinstance(protocols, str):
         protocols = (protocols,)
     protocols = tuple(protocols)
-    unknown = [p for p in protocols if p not in PROTOCOLS]
-    if unknown or not protocols:
-        raise ConfigError(f"unknown evaluation protocol(s) {unknown}; choose from {PROTOCOLS}")
+    problems = protocol_problems(protocols, "protocols")
+    if problems:
+        raise ConfigError("; ".join(problems))
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose from {SPLITS}")
     if batch_size < 1:
@@ -130,12 +159,13 @@ def evaluate(model: Any, data: Any, split: str,
     if n_users and (targets_np.min() < 1 or targets_np.max() > num_items):
         raise DataError(f"{split} targets must be item ids in 1..{num_items}")
     users = np.arange(n_users, dtype=np.int64)
-    negatives = None
-    if "uni100" in protocols:
-        negatives = np.asarray(data.negatives, dtype=np.int64)
-        if negatives.ndim != 2 or negatives.shape[0] != n_users:
-            raise DataError(f"negatives must be (U, C) with U = {n_users}; "
-                            f"got shape {negatives.shape}")
+    negatives = {}
+    for p in protocols:
+        if p in SAMPLED:
+            negatives[p] = np.asarray(data.negatives_for(p, split), dtype=np.int64)
+            if negatives[p].ndim != 2 or negatives[p].shape[0] != n_users:
+                raise DataError(f"{p} negatives must be (U, C) with U = {n_users}; "
+                                f"got shape {negatives[p].shape}")
     exclude = (_excluded_items(data, split, users, targets_np)
                if exclude_history and "full" in protocols else None)
 
@@ -155,9 +185,9 @@ def evaluate(model: Any, data: Any, split: str,
                     raise ValueError(
                         f"score_next returned shape {tuple(scores.shape)}; expected "
                         f"{(stop - start, num_items + 1)}")
-                if "uni100" in protocols:
-                    neg = torch.from_numpy(negatives[start:stop]).to(scores.device)
-                    ranks["uni100"].append(sampled_ranks(scores, t, neg).cpu().numpy())
+                for p, neg in negatives.items():
+                    neg = torch.from_numpy(neg[start:stop]).to(scores.device)
+                    ranks[p].append(sampled_ranks(scores, t, neg).cpu().numpy())
                 if "full" in protocols:
                     ex = exclude[start:stop] if exclude is not None else None
                     ranks["full"].append(full_ranks(scores, t, ex).cpu().numpy())

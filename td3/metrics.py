@@ -1,4 +1,4 @@
-"""Ranks -> HR / NDCG / MRR @k, for sampled (uni100) and full ranking.
+"""Ranks -> HR / NDCG / MRR @k, for sampled (recbole100, unseen100) and full ranking.
 
 Conventions (shared with ``td3.models`` and ``td3.data``, but nothing is imported from
 them): item ids run 1..num_items, id 0 is padding; a score matrix has shape
@@ -74,10 +74,10 @@ def _target_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- ranks
 def sampled_ranks(scores, targets, negatives) -> torch.Tensor:
-    """Rank of each target among itself and its sampled negatives ("uni100").
+    """Rank of each target among itself and its sampled negatives (recbole100, unseen100).
 
     scores (B, num_items + 1), targets (B,), negatives (B, C) item ids (C = 100 in the
-    paper's protocol). rank = 1 + #{negatives with score >= target score}; a NaN negative
+    paper's protocol; a negative drawn twice counts twice, as in RecBole). rank = 1 + #{negatives with score >= target score}; a NaN negative
     counts as beating the target, a NaN target gets the worst rank 1 + C.
     Returns a LongTensor (B,) on the scores' device.
     """

@@ -131,6 +131,7 @@ def run(cfg: dict, report: Callable[[dict], None] | None = None) -> RunResult:
 
 def _test_metrics(record: dict | None) -> dict:
     try:
-        return dict(record["metrics"]["test"]["uni100"])
+        test = record["metrics"]["test"]
+        return dict(test.get("recbole100") or test["uni100"])   # uni100: records before recbole100
     except (KeyError, TypeError):
         return {}

@@ -16,8 +16,8 @@ no-op, so the table is trainable unless ``freeze_item_embedding=True``.
 baselines at the same μ·ζ budget): next-item cross-entropy over training windows, through
 the full-data loop's ``td3.train.train_epoch``.
 
-Model selection (``select``): "best_valid" keeps the state with the best validation uni100
-MRR@10 among the evaluated epochs (ties: the earlier one), "last" the final state. Both
+Model selection (``select``): "best_valid" keeps the state with the best validation
+recbole100 MRR@10 among the evaluated epochs (ties: the earlier one), "last" the final state. Both
 then evaluate the kept state on valid and test.
 
 Same seed, same inputs -> bitwise identical results: the learner's initialisation and
@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from td3.data import training_windows
 from td3.errors import ConfigError, TrainingError
-from td3.evaluate import EvalResult, evaluate
+from td3.evaluate import PROTOCOLS as RANKINGS, EvalResult, evaluate, protocol_problems
 from td3.losses import summary_loss
 from td3.models import build_model
 from td3.models.base import SequentialRecommender
@@ -53,8 +53,8 @@ __all__ = ["SummaryTrainingResult", "train_on_summary", "train_on_sequences", "b
 
 PROTOCOLS = ("scratch", "paper")
 SELECTIONS = ("best_valid", "last")
-#: Model selection score (SPEC §1): validation uni100 MRR@10.
-SELECT_PROTOCOL, SELECT_METRIC = "uni100", "MRR@10"
+#: Model selection score: validation MRR@10 under the paper's ranking protocol.
+SELECT_PROTOCOL, SELECT_METRIC = "recbole100", "MRR@10"
 
 
 @dataclass
@@ -123,7 +123,7 @@ def _copy_teacher_table(model: SequentialRecommender, teacher: torch.Tensor | No
 
 # ------------------------------------------------------------------ checks
 def settings_problems(epochs, batch_size, lr, weight_decay, select="best_valid", eval_every=1,
-                      eval_protocols=("uni100",), prefix: str = "") -> list[str]:
+                      eval_protocols=(SELECT_PROTOCOL,), prefix: str = "") -> list[str]:
     """What is wrong with a learner's training settings, each named ``<prefix><setting>``
     (``prefix="evaluation."`` names the config keys, so a run can refuse them up front)."""
     problems = []
@@ -139,8 +139,7 @@ def settings_problems(epochs, batch_size, lr, weight_decay, select="best_valid",
         problems.append(f"{prefix}select={select!r} must be one of {', '.join(SELECTIONS)}")
     if isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
         problems.append(f"{prefix}eval_every={eval_every!r} must be an integer >= 1")
-    if not tuple(eval_protocols):
-        problems.append("eval_protocols is empty")
+    problems += protocol_problems(eval_protocols, "eval.protocols" if prefix else "eval_protocols")
     return problems
 
 
@@ -247,7 +246,7 @@ def train_on_summary(S: torch.Tensor, data, model_name: str, model_options: dict
                      alt_weight: float = 1.0,
                      teacher_item_embedding: torch.Tensor | None = None,
                      freeze_item_embedding: bool = False, select: str = "best_valid",
-                     eval_protocols: Sequence[str] = ("uni100", "full"), eval_every: int = 1,
+                     eval_protocols: Sequence[str] = RANKINGS, eval_every: int = 1,
                      exclude_history: bool = False, device=None,
                      progress: bool = False) -> SummaryTrainingResult:
     """Train a fresh learner on the summary S (μ, ζ, |V|) and evaluate it on the real data.
@@ -297,7 +296,7 @@ def train_on_summary(S: torch.Tensor, data, model_name: str, model_options: dict
 def train_on_sequences(sequences: list[np.ndarray], data, model_name: str, model_options: dict, *,
                        epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int,
                        max_len: int, select: str = "best_valid",
-                       eval_protocols: Sequence[str] = ("uni100", "full"), eval_every: int = 1,
+                       eval_protocols: Sequence[str] = RANKINGS, eval_every: int = 1,
                        exclude_history: bool = False, stride: int | None = None, device=None,
                        progress: bool = False) -> SummaryTrainingResult:
     """Train a fresh learner on real sequences (next-item cross-entropy) and evaluate it.

@@ -30,7 +30,7 @@ from . import records
 from .cli import hydra_command
 from .data import load_dataset, training_windows
 from .errors import ConfigError, TrainingError
-from .evaluate import evaluate
+from .evaluate import PROTOCOLS, evaluate, protocol_problems
 from .models import build_model
 from .models.popularity import Popularity
 from .optim import Adam
@@ -114,6 +114,9 @@ def check_config(cfg: dict) -> None:
         problems.append(f"train.lr={t['lr']} must be > 0")
     if t.get("stride") is not None and not 1 <= t["stride"] <= cfg["max_len"]:
         problems.append(f"train.stride={t['stride']} must be in [1, max_len={cfg['max_len']}]")
+    problems += protocol_problems(cfg["eval"]["protocols"])
+    if t["select_protocol"] not in PROTOCOLS:
+        problems += protocol_problems([t["select_protocol"]], "train.select_protocol")
     lo, hi = t["pool_epochs"]
     if not 1 <= lo <= hi:
         problems.append(f"train.pool_epochs={t['pool_epochs']} must be [first, last] with 1 <= first <= last")

@@ -79,7 +79,7 @@ def trial(config: dict, configs: list[dict]) -> None:
     final = {"status": result.status, "run_dir": result.run_dir, "signature": result.signature,
              "error": result.error or ""}
     try:
-        final[METRIC] = record["metrics"]["valid"]["uni100"]["MRR@10"]
+        final[METRIC] = record["metrics"]["valid"]["recbole100"]["MRR@10"]
     except (KeyError, TypeError):
         final[METRIC] = float("nan")
     final.update({f"test_{k}": v for k, v in result.metrics.items()})

@@ -15,6 +15,7 @@ from scipy import stats as sps
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "analysis"))
 import stats  # noqa: E402
+from load import load  # noqa: E402
 from conftest import shared_datasets_dir  # noqa: E402
 
 METRICS = [f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (5, 10, 20)]
@@ -96,7 +97,7 @@ def write_run(root: Path, name: str, method: str, dataset: str, size: str, seed:
     mu, zeta = map(int, size.split("x"))
     run_dir = root / "distill" / name
     run_dir.mkdir(parents=True)
-    metrics = {split: {p: {m: values.get((p, m), 0.1) for m in METRICS} for p in ("uni100", "full")}
+    metrics = {split: {p: {m: values.get((p, m), 0.1) for m in METRICS} for p in ("recbole100", "unseen100", "full")}
                for split in ("valid", "test")}
     cfg = {"method": method, "seed": seed, "teacher_seed": 0, "dataset": {"name": dataset},
            "summary": {"mu": mu, "zeta": zeta, "d1": 8, "d2": 8},
@@ -121,11 +122,11 @@ def results(tmp_path):
     td3 = {0: 0.40, 1: 0.41, 2: 0.45}
     full = {0: 0.45, 1: 0.47, 2: 0.49}
     for s in range(3):
-        write_run(root, f"ml-100k-td3-30x50-s{s}", "td3", "ml-100k", "30x50", s, {("uni100", "NDCG@10"): td3[s]})
-        write_run(root, f"ml-100k-td3-30x50-p{s}", "td3", "ml-100k", "30x50", s, {("uni100", "NDCG@10"): 0.9},
+        write_run(root, f"ml-100k-td3-30x50-s{s}", "td3", "ml-100k", "30x50", s, {("recbole100", "NDCG@10"): td3[s]})
+        write_run(root, f"ml-100k-td3-30x50-p{s}", "td3", "ml-100k", "30x50", s, {("recbole100", "NDCG@10"): 0.9},
                   protocol="paper")
-        write_run(root, f"ml-100k-full-{s}", "full", "ml-100k", "30x50", s, {("uni100", "NDCG@10"): full[s]})
-        write_run(root, f"ml-100k-random-{s}", "random", "ml-100k", "30x50", s, {("uni100", "NDCG@10"): 0.2})
+        write_run(root, f"ml-100k-full-{s}", "full", "ml-100k", "30x50", s, {("recbole100", "NDCG@10"): full[s]})
+        write_run(root, f"ml-100k-random-{s}", "random", "ml-100k", "30x50", s, {("recbole100", "NDCG@10"): 0.2})
     write_run(root, "ml-100k-farzi-bad", "farzi", "ml-100k", "30x50", 0, {}, status="failed")
     ledger = root / "sweeps" / "table3" / "2026-01-01_00-00-00" / "jobs"
     ledger.mkdir(parents=True)
@@ -133,6 +134,18 @@ def results(tmp_path):
                                                "run_dir": str(root / "distill" / "never-written"),
                                                "error": "killed"}))
     return root, td3, full
+
+
+def test_records_before_recbole100_load_under_the_protocol_they_hold(tmp_path):
+    """A record of td3 before recbole100 existed named unseen100 "uni100": it loads as unseen100."""
+    run_dir = write_run(tmp_path, "ml-100k-td3-30x50-old", "td3", "ml-100k", "30x50", 0, {})
+    record = json.loads((run_dir / "record.json").read_text())
+    legacy = {split: {"uni100": {"NDCG@10": 0.47}, "full": {"NDCG@10": 0.06}} for split in ("valid", "test")}
+    record["evaluations"][0]["metrics"] = record["metrics"] = legacy
+    (run_dir / "record.json").write_text(json.dumps(record))
+    runs, values = load(tmp_path)
+    assert set(values["protocol"]) == {"unseen100", "full"}
+    assert values.query("protocol == 'unseen100' and split == 'test'")["value"].tolist() == [0.47]
 
 
 def test_make_tables_numbers_significance_and_problems(results, tmp_path):
@@ -143,7 +156,7 @@ def test_make_tables_numbers_significance_and_problems(results, tmp_path):
                            "--out", str(out), "--paper", str(paper_csv)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    t2 = pd.read_csv(out / "table2_uni100_scratch.csv")
+    t2 = pd.read_csv(out / "table2_recbole100_scratch.csv")
     cell = t2[(t2["row"] == "TD3 30x50") & (t2["column"] == "NDCG@10")].iloc[0]
     assert cell["mean"] == pytest.approx(np.mean(list(td3.values())))
     assert cell["std"] == pytest.approx(np.std(list(td3.values()), ddof=1))
@@ -154,19 +167,22 @@ def test_make_tables_numbers_significance_and_problems(results, tmp_path):
         ref = pd.read_csv(paper_csv).query("table == 'table2' and dataset == 'ml-100k' and size == '30x50' "
                                            "and method == 'TD3' and metric == 'NDCG@10'")["mean"].iloc[0]
         assert cell["paper"] == pytest.approx(ref)
+        # ... beside the paper's ranking protocol only: never beside another protocol's figure
+        for other in ("unseen100", "full"):
+            assert pd.read_csv(out / f"table2_{other}_scratch.csv")["paper"].isna().all()
     # the two summary protocols are never mixed: the paper-protocol table holds the 0.9s
-    paper = pd.read_csv(out / "table2_uni100_paper.csv")
+    paper = pd.read_csv(out / "table2_recbole100_paper.csv")
     assert paper[(paper["row"] == "TD3 30x50") & (paper["column"] == "NDCG@10")]["mean"].iloc[0] == pytest.approx(0.9)
     # Table 3 keeps Random, TD3 and Full-Data apart, Full-Data last
-    t3 = pd.read_csv(out / "table3_uni100_scratch.csv")
+    t3 = pd.read_csv(out / "table3_recbole100_scratch.csv")
     assert list(dict.fromkeys(t3["row"])) == ["Random", "TD3", "Full-Data"]
-    md = (out / "table3_uni100_scratch.md").read_text()
+    md = (out / "table3_recbole100_scratch.md").read_text()
     assert "**" in md and "Full-Data" in md
     # failed and missing runs are listed, not dropped
     problems = (out / "problems.md").read_text()
     assert "ml-100k-farzi-bad" in problems and "diverged at step 3" in problems
     assert "method=longest seed=0" in problems
     for suffix in ("md", "tex", "csv"):
-        assert (out / f"table2_uni100_scratch.{suffix}").stat().st_size > 0
-    assert (out / "figure4_uni100_scratch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / f"table2_recbole100_scratch.{suffix}").stat().st_size > 0
+    assert (out / "figure4_recbole100_scratch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "table5.csv").is_file()

@@ -51,7 +51,7 @@ def test_audit_fails_on_a_tampered_metric(sweep, tmp_path):
     root, env = copy(sweep, tmp_path)
     path = next((root / "runs" / "distill").glob("*td3*/record.json"))
     record = json.loads(path.read_text())
-    record["metrics"]["test"]["uni100"]["NDCG@10"] += 0.05  # a better number, by hand
+    record["metrics"]["test"]["recbole100"]["NDCG@10"] += 0.05  # a better number, by hand
     path.write_text(json.dumps(record, indent=2))
     proc = audit(root / "runs", env, "--no-grid")
     assert proc.returncode == 1

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from td3.data import SequenceDataset, load_dataset
+from td3.data.prepare import sample_recbole_negatives
 from td3.errors import ConfigError, DataError
 
 ATOMIC_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
@@ -25,7 +26,7 @@ def assert_same_dataset(a: SequenceDataset, b: SequenceDataset):
     assert len(a.train) == len(b.train)
     for x, y in zip(a.train, b.train):
         np.testing.assert_array_equal(x, y)
-    for field in ("valid", "test", "negatives", "user_ids", "item_ids"):
+    for field in ("valid", "test", "negatives", "recbole_negatives", "user_ids", "item_ids"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
     assert a.stats == b.stats
 
@@ -96,7 +97,54 @@ def test_negatives_are_identical_across_loads_and_cache_rebuilds(mirror_data_dir
     assert_same_dataset(ml100k, rebuilt)
     other_seed = load_dataset("ml-100k", negatives_seed=1, cache=False)
     assert not np.array_equal(other_seed.negatives, ml100k.negatives)
+    assert not np.array_equal(other_seed.recbole_negatives, ml100k.recbole_negatives)
     np.testing.assert_array_equal(other_seed.test, ml100k.test)
+
+
+def test_recbole_sampler_on_a_hand_made_case():
+    # 5 items; targets 1, 3, 5, 3. Each row draws 100 from the 4 items but its target.
+    targets = np.array([1, 3, 5, 3])
+    rows = sample_recbole_negatives(targets, num_items=5, num_negatives=100, seed=7)
+    assert rows.shape == (4, 100) and rows.dtype == np.int64
+    for row, target in zip(rows, targets):
+        assert target not in row                                    # never the target
+        assert set(row.tolist()) == set(range(1, 6)) - {target}     # every other item, padding never
+        assert len(np.unique(row)) < len(row)                       # with replacement
+        assert np.all(np.diff(row) >= 0)                            # sorted
+    np.testing.assert_array_equal(rows, sample_recbole_negatives(targets, 5, 100, seed=7))
+    assert not np.array_equal(rows, sample_recbole_negatives(targets, 5, 100, seed=8))
+    # two users with the same target draw independently
+    assert not np.array_equal(rows[1], rows[3])
+    # 2 items: the only allowed negative, 100 times
+    np.testing.assert_array_equal(sample_recbole_negatives(np.array([2]), 2, 100, seed=0), np.ones((1, 100)))
+    with pytest.raises(DataError, match="at least 2 items"):
+        sample_recbole_negatives(np.array([1]), 1, 100, seed=0)
+
+
+def test_recbole_sampler_is_uniform_over_all_items_but_the_target():
+    targets = np.full(20_000, 4)
+    counts = np.bincount(sample_recbole_negatives(targets, 9, 100, seed=0).ravel(), minlength=10)
+    assert counts[0] == 0 and counts[4] == 0
+    expected = 20_000 * 100 / 8
+    chi2 = (((counts[np.r_[1:4, 5:10]] - expected) ** 2) / expected).sum()
+    assert chi2 < 24.3                       # df = 7, p = 0.001; a biased shift is far off
+
+
+def test_ml100k_recbole_negatives(ml100k):
+    rec = ml100k.recbole_negatives
+    assert rec.shape == (2, 943, 100) and rec.dtype == np.int64
+    assert rec.min() >= 1 and rec.max() <= ml100k.num_items
+    np.testing.assert_array_equal(ml100k.negatives_for("recbole100", "valid"), rec[0])
+    np.testing.assert_array_equal(ml100k.negatives_for("recbole100", "test"), rec[1])
+    np.testing.assert_array_equal(ml100k.negatives_for("unseen100", "test"), ml100k.negatives)
+    in_history = []
+    for u in range(ml100k.num_users):
+        assert ml100k.valid[u] not in rec[0, u] and ml100k.test[u] not in rec[1, u]
+        in_history.append(np.isin(rec[1, u], ml100k.history(u)).sum())
+    # the user's own items are drawn in proportion to the history's share of the catalogue:
+    # on ML-100K about 6 of the 100 (issue 13's figure)
+    assert 5 < np.mean(in_history) < 7.5
+    assert not np.array_equal(rec[0], rec[1])
 
 
 def test_negatives_look_uniform_over_unseen_items(ml100k):

@@ -86,7 +86,7 @@ def history_of(record: dict, summary_dir: Path | None = None) -> list[dict]:
 def assert_metrics(metrics: dict) -> None:
     assert set(metrics) == {"valid", "test"}
     for split in ("valid", "test"):
-        assert set(metrics[split]) == {"uni100", "full"}
+        assert set(metrics[split]) == {"recbole100", "unseen100", "full"}
         for m in metrics[split].values():
             assert set(m) == METRICS
             assert all(0.0 <= v <= 1.0 for v in m.values())
@@ -160,7 +160,7 @@ def test_td3_run_record_summary_and_teacher_reuse(shared, dataset, td3_run):
     assert record["evaluations"][0]["metrics"] == record["metrics"] == record["metrics_by_model"]["sasrec"]
     assert 1 <= record["evaluations"][0]["best_epoch"] <= 5
     per_user = pd.read_parquet(run_dir / record["per_user"])
-    assert len(per_user) == USERS * 2 * 9 * 2  # users × protocols × metrics × splits
+    assert len(per_user) == USERS * 3 * 9 * 2  # users × protocols × metrics × splits
     assert set(per_user["model"]) == {"sasrec"} and set(per_user["seed"]) == {0}
     ndcg = per_user.query("split == 'test' and protocol == 'full' and metric == 'NDCG@10'")["value"].mean()
     assert ndcg == pytest.approx(record["metrics"]["test"]["full"]["NDCG@10"])
@@ -255,12 +255,12 @@ def test_baseline_methods(shared, dataset):
     for e in full["evaluations"]:
         assert e["metrics"] == trains[e["seed"]]["metrics"] and e["best_epoch"] == trains[e["seed"]]["best_epoch"]
     for split in ("valid", "test"):
-        for protocol in ("uni100", "full"):
+        for protocol in ("recbole100", "unseen100", "full"):
             for m in METRICS:
                 mean = (trains[0]["metrics"][split][protocol][m] + trains[1]["metrics"][split][protocol][m]) / 2
                 assert full["metrics"][split][protocol][m] == pytest.approx(mean, rel=1e-12)
     per_user = pd.read_parquet(path.parent / "per_user.parquet")
-    assert len(per_user) == 2 * USERS * 2 * 9 * 2 and set(per_user["seed"]) == {0, 1}
+    assert len(per_user) == 2 * USERS * 3 * 9 * 2 and set(per_user["seed"]) == {0, 1}
 
 
 # -------------------------------------------------------------- 7. higher backend
@@ -353,10 +353,10 @@ def test_killed_run_resumes_bitwise(tmp_path, dataset):
             {k: v for k, v in cfg["model"].items() if k != "name"}, epochs=cfg["distill"]["validate_epochs"],
             batch_size=cfg["evaluation"]["batch_size"], lr=cfg["evaluation"]["lr"],
             weight_decay=cfg["evaluation"]["weight_decay"], alt=True, alt_low=2, seed=0, max_len=ZETA,
-            select="last", eval_protocols=("uni100",))
+            select="last", eval_protocols=("recbole100",))
     finally:
         torch.set_num_threads(threads)
-    assert result.valid.metrics["uni100"]["MRR@10"] == info["best_valid_MRR@10"]
+    assert result.valid.metrics["recbole100"]["MRR@10"] == info["best_valid_MRR@10"]
 
 
 def compose_config(overrides: list[str], results: Path) -> dict:

@@ -24,14 +24,31 @@ HISTORIES = [
 NEGATIVES = np.tile(np.arange(31, 131, dtype=np.int64), (len(HISTORIES), 1))  # never interacted
 
 
+def _recbole_rows(*rows):
+    """recbole100 negatives: the listed items (history items and repeats among them), then
+    item 130 (scoring -1 for every user) up to 100 per row."""
+    return np.array([list(r) + [130] * (100 - len(r)) for r in rows], dtype=np.int64)
+
+
+# RecBole's negatives may hold the user's own items and repeats; never the split's target.
+RECBOLE = {
+    "valid": _recbole_rows([1, 1, 2, 3, 31], [10, 11, 13, 13], [20, 20, 20, 25, 31], []),
+    "test": _recbole_rows([1, 1, 2, 3, 31], [10, 11, 12, 12], [20, 20, 20, 24, 31], []),
+}
+
+
 class FakeData:
     """Exactly the API td3.evaluate relies on."""
 
-    def __init__(self, histories=HISTORIES, negatives=NEGATIVES, num_items=NUM_ITEMS):
+    def __init__(self, histories=HISTORIES, negatives=NEGATIVES, num_items=NUM_ITEMS, recbole=RECBOLE):
         self.histories = [np.asarray(h, dtype=np.int64) for h in histories]
         self.num_items = num_items
         self.num_users = len(histories)
         self.negatives = negatives
+        self.recbole = recbole
+
+    def negatives_for(self, protocol, split):
+        return {"unseen100": self.negatives, "recbole100": self.recbole[split]}[protocol]
 
     def eval_inputs(self, split, max_len):
         cut = {"valid": -2, "test": -1}[split]
@@ -87,6 +104,9 @@ def _test_split_model():
 
 # expected ranks for the test split (worked out from the table above)
 UNI100 = [3, 1, 11, 101]
+# recbole100: user 0's history items 1 (twice), 2 and unseen 31 beat the target; user 2's
+# history item 20 three times and 31 (24 scores below)
+RECBOLE100 = [5, 1, 5, 101]
 FULL = [7, 1, 12, 130]
 FULL_EXCL = [4, 1, 11, 128]   # test split excludes training + validation items
 
@@ -106,10 +126,10 @@ def test_evaluate_exact_metrics_on_test_split():
     res = evaluate(_test_split_model(), FakeData(), "test", batch_size=3)
     assert isinstance(res, EvalResult)
     np.testing.assert_array_equal(res.users, [0, 1, 2, 3])
-    np.testing.assert_array_equal(res.ranks["uni100"], UNI100)
+    np.testing.assert_array_equal(res.ranks["unseen100"], UNI100)
     np.testing.assert_array_equal(res.ranks["full"], FULL)
     # literal values, worked out by hand
-    uni = res.metrics["uni100"]
+    uni = res.metrics["unseen100"]
     assert uni["HR@5"] == pytest.approx(0.5)
     assert uni["HR@10"] == pytest.approx(0.5)
     assert uni["HR@20"] == pytest.approx(0.75)
@@ -122,7 +142,7 @@ def test_evaluate_exact_metrics_on_test_split():
     assert full["HR@10"] == pytest.approx(0.5)
     assert full["NDCG@10"] == pytest.approx((1 / 3 + 1) / 4)
     assert full["MRR@10"] == pytest.approx((1 / 7 + 1) / 4)
-    for protocol, ranks in (("uni100", UNI100), ("full", FULL)):
+    for protocol, ranks in (("unseen100", UNI100), ("full", FULL)):
         assert list(res.metrics[protocol]) == metric_names()
         for name, value in _expected(ranks).items():
             assert type(res.metrics[protocol][name]) is float
@@ -131,10 +151,25 @@ def test_evaluate_exact_metrics_on_test_split():
     np.testing.assert_allclose(res.per_user["full"]["MRR@10"], [1 / 7, 1, 0, 0])
 
 
+def test_recbole100_counts_history_items_and_repeats():
+    res = evaluate(_test_split_model(), FakeData(), "test", protocols=("recbole100", "unseen100"))
+    np.testing.assert_array_equal(res.ranks["recbole100"], RECBOLE100)
+    np.testing.assert_array_equal(res.ranks["unseen100"], UNI100)
+    for name, value in _expected(RECBOLE100).items():
+        assert res.metrics["recbole100"][name] == pytest.approx(value, abs=1e-12)
+    # each split ranks against its own negatives: the valid rows hold the test targets
+    valid = evaluate(_test_split_model(), FakeData(), "valid", protocols="recbole100")
+    assert valid.ranks["recbole100"].shape == (4,)
+    # a negative equal to the split's target is refused, never silently ranked
+    bad = {**RECBOLE, "test": RECBOLE["valid"]}  # user 1's row holds 13, its test target
+    with pytest.raises(ValueError, match="equals the user's target"):
+        evaluate(_test_split_model(), FakeData(recbole=bad), "test", protocols="recbole100")
+
+
 def test_evaluate_exclude_history_test_split():
     res = evaluate(_test_split_model(), FakeData(), "test", exclude_history=True)
     np.testing.assert_array_equal(res.ranks["full"], FULL_EXCL)
-    np.testing.assert_array_equal(res.ranks["uni100"], UNI100)  # uni100 is unaffected
+    np.testing.assert_array_equal(res.ranks["unseen100"], UNI100)  # unseen100 is unaffected
     assert res.metrics["full"]["HR@5"] == pytest.approx(0.5)
     assert res.metrics["full"]["MRR@5"] == pytest.approx((1 / 4 + 1) / 4)
 
@@ -150,7 +185,7 @@ def test_evaluate_exclude_history_valid_split_keeps_future_items():
     })
     plain = evaluate(model, FakeData(), "valid", batch_size=2)
     excl = evaluate(model, FakeData(), "valid", batch_size=2, exclude_history=True)
-    np.testing.assert_array_equal(plain.ranks["uni100"], [2, 1, 1, 1])
+    np.testing.assert_array_equal(plain.ranks["unseen100"], [2, 1, 1, 1])
     np.testing.assert_array_equal(plain.ranks["full"], [4, 1, 1, 1])
     np.testing.assert_array_equal(excl.ranks["full"], [3, 1, 1, 1])
     assert excl.metrics["full"]["MRR@5"] == pytest.approx((1 / 3 + 3) / 4)
@@ -182,13 +217,13 @@ def test_to_frame_is_long_per_user():
     res = evaluate(_test_split_model(), FakeData(), "test")
     frame = res.to_frame()
     assert list(frame.columns) == ["user", "protocol", "metric", "value"]
-    assert frame.shape == (4 * 2 * 9, 4)
-    assert set(frame["protocol"]) == {"uni100", "full"}
+    assert frame.shape == (4 * 3 * 9, 4)
+    assert set(frame["protocol"]) == {"recbole100", "unseen100", "full"}
     assert frame.groupby(["protocol", "metric"]).size().eq(4).all()
     value = frame.query("user == 0 and protocol == 'full' and metric == 'MRR@10'")["value"]
     assert value.tolist() == [pytest.approx(1 / 7)]
     means = frame.groupby(["protocol", "metric"])["value"].mean()
-    assert means[("uni100", "NDCG@5")] == pytest.approx(res.metrics["uni100"]["NDCG@5"])
+    assert means[("unseen100", "NDCG@5")] == pytest.approx(res.metrics["unseen100"]["NDCG@5"])
 
 
 def test_single_protocol_and_errors():
@@ -197,6 +232,8 @@ def test_single_protocol_and_errors():
     assert res.to_frame().shape == (4 * 9, 4)
     with pytest.raises(ConfigError):
         evaluate(_test_split_model(), FakeData(), "test", protocols=("uni1000",))
+    with pytest.raises(ConfigError, match="ambiguous"):   # the old name of unseen100
+        evaluate(_test_split_model(), FakeData(), "test", protocols=("uni100",))
     with pytest.raises(ConfigError):
         evaluate(_test_split_model(), FakeData(), "train")
     # history() out of time order: the test target is not last

@@ -45,23 +45,23 @@ def one_hot_summary(data) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def popularity_ndcg(data) -> float:
     result = evaluate(Popularity.fit(data.train, data.num_items), data, "test",
-                      protocols=("uni100",), max_len=MAX_LEN)
-    return result.metrics["uni100"]["NDCG@10"]
+                      protocols=("recbole100",), max_len=MAX_LEN)
+    return result.metrics["recbole100"]["NDCG@10"]
 
 
 def run(S, data, model="sasrec", options=None, **kwargs):
     settings = dict(epochs=3, batch_size=32, lr=0.005, weight_decay=0.0, alt=True, alt_low=5,
-                    seed=0, max_len=MAX_LEN, eval_protocols=("uni100",))
+                    seed=0, max_len=MAX_LEN, eval_protocols=("recbole100",))
     settings.update(kwargs)
     return train_on_summary(S, data, model, options or {}, **settings)
 
 
 def test_a_summary_of_real_sequences_beats_popularity(data, one_hot_summary, popularity_ndcg):
-    result = run(one_hot_summary, data, epochs=20, select="last", eval_protocols=("uni100", "full"))
-    ndcg = result.test.metrics["uni100"]["NDCG@10"]
+    result = run(one_hot_summary, data, epochs=20, select="last", eval_protocols=("recbole100", "full"))
+    ndcg = result.test.metrics["recbole100"]["NDCG@10"]
     assert popularity_ndcg > 0.05  # the floor is not trivially zero
     assert ndcg > 2 * popularity_ndcg and ndcg > popularity_ndcg + 0.15, (ndcg, popularity_ndcg)
-    assert set(result.test.metrics) == {"uni100", "full"} and set(result.valid.metrics) == {"uni100", "full"}
+    assert set(result.test.metrics) == {"recbole100", "full"} and set(result.valid.metrics) == {"recbole100", "full"}
     assert result.best_epoch == result.epochs == 20 and len(result.history) == 20
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < 0.7 * losses[0]
@@ -86,7 +86,7 @@ def test_the_callers_random_streams_are_left_alone(data, one_hot_summary):
     np.random.seed(123)
     run(one_hot_summary[:16], data, epochs=1, select="last")
     train_on_sequences(data.train[:8], data, "sasrec", {}, epochs=1, batch_size=8, lr=0.01,
-                       weight_decay=0.0, seed=0, max_len=MAX_LEN, select="last", eval_protocols=("uni100",))
+                       weight_decay=0.0, seed=0, max_len=MAX_LEN, select="last", eval_protocols=("recbole100",))
     assert torch.equal(torch.rand(3), expected_torch)
     assert np.array_equal(np.random.rand(3), expected_numpy)
 
@@ -98,7 +98,7 @@ def test_best_valid_keeps_the_best_validated_state(data, one_hot_summary):
     best_epoch, best_score = max(validated, key=lambda x: (x[1], -x[0]))  # ties: earlier
     assert result.best_epoch == best_epoch
     # the evaluated model is the kept state, not the last one
-    assert result.valid.metrics["uni100"]["MRR@10"] == best_score
+    assert result.valid.metrics["recbole100"]["MRR@10"] == best_score
 
 
 def test_paper_protocol_starts_from_the_teacher_table(data, one_hot_summary):
@@ -147,7 +147,7 @@ def test_other_learners_train_on_a_summary(data, one_hot_summary, model, options
     assert all(np.isfinite(h["loss"]) for h in result.history)
     assert type(result.model).__name__.lower() == model
     for split in (result.valid, result.test):
-        assert all(0.0 <= v <= 1.0 for v in split.metrics["uni100"].values())
+        assert all(0.0 <= v <= 1.0 for v in split.metrics["recbole100"].values())
 
 
 def test_a_soft_summary_trains_too(data):
@@ -168,9 +168,9 @@ def test_real_subsets_train_through_the_full_data_loop(data, popularity_ndcg):
     subset = longest_sequences(data.train, 100, ZETA)  # 2000 interactions
     assert sum(map(len, subset)) == 100 * ZETA
     settings = dict(epochs=12, batch_size=32, lr=0.005, weight_decay=0.0, seed=0, max_len=MAX_LEN,
-                    select="last", eval_protocols=("uni100",))
+                    select="last", eval_protocols=("recbole100",))
     result = train_on_sequences(subset, data, "sasrec", {}, **settings)
-    assert result.test.metrics["uni100"]["NDCG@10"] > 2 * popularity_ndcg
+    assert result.test.metrics["recbole100"]["NDCG@10"] > 2 * popularity_ndcg
     again = train_on_sequences(subset, data, "sasrec", {}, **settings)
     assert [h["loss"] for h in again.history] == [h["loss"] for h in result.history]
     assert again.test.metrics == result.test.metrics

@@ -10,9 +10,14 @@ The protocol (SPEC §1), in order:
    that occur;
 5. sort each user's interactions by timestamp, stably (ties keep file order);
 6. leave-one-out: last item = test target, second to last = validation target, rest = train;
-7. negatives: for each user, ``num_negatives`` (100) items drawn uniformly without
-   replacement from the items the user never interacted with, once, with a fixed seed,
-   sorted per row. Every run then ranks against the same candidates.
+7. negatives, drawn once with a fixed seed (``negatives_seed``) so that every run ranks
+   against the same candidates, for two sampled protocols (``docs/protocol.md``):
+   - ``recbole100`` (the paper's, RecBole's RepeatableSampler): per split, per user,
+     ``num_negatives`` items drawn uniformly with replacement from every item but that
+     split's target, so the user's own earlier items can be negatives;
+   - ``unseen100``: per user, ``num_negatives`` items drawn uniformly without replacement
+     from the items the user never interacted with (one set for both splits).
+   Rows are sorted.
 
 The result is cached as one ``.npz`` (flat arrays + offsets, no pickle) at
 ``<data_dir>/processed/<name>-<key>.npz``; the key hashes the raw file's sha256, every
@@ -44,9 +49,11 @@ from td3.data.synthetic import SyntheticConfig, generate_from_config
 from td3.errors import ConfigError, DataError
 
 #: Bump whenever preprocessing semantics or the cache layout change.
-FORMAT_VERSION = 1
+#: 2: the recbole100 negatives (per split) are stored beside the unseen100 ones.
+FORMAT_VERSION = 2
 NUM_NEGATIVES = 100
 MIN_INTERACTIONS = 3          # a user needs train (>= 1), valid and test
+SPLIT_INDEX = {"valid": 0, "test": 1}   # row of recbole_negatives
 
 
 # ------------------------------------------------------------------------------ dataset
@@ -60,7 +67,9 @@ class SequenceDataset:
     train: list[np.ndarray]        # per user, int64 ids in time order, all but the last two
     valid: np.ndarray              # (U,) int64 validation target (second to last)
     test: np.ndarray               # (U,) int64 test target (last)
-    negatives: np.ndarray          # (U, num_negatives) int64, never-interacted, sorted rows
+    negatives: np.ndarray          # (U, num_negatives) int64 unseen100: never-interacted, sorted rows
+    recbole_negatives: np.ndarray  # (2, U, num_negatives) int64 recbole100 [valid, test]: any item
+                                   # but that split's target, with replacement, sorted rows
     sha256: str                    # raw file's digest (synthetic: of the generator config)
     user_ids: np.ndarray           # (U,) raw user id of user index u
     item_ids: np.ndarray           # (num_items + 1,) raw item id of id i; [0] = '[PAD]'
@@ -69,6 +78,14 @@ class SequenceDataset:
     def history(self, u: int) -> np.ndarray:
         """All items of user u in time order (train + valid + test)."""
         return np.concatenate([self.train[u], [self.valid[u], self.test[u]]]).astype(np.int64)
+
+    def negatives_for(self, protocol: str, split: str) -> np.ndarray:
+        """(U, num_negatives) candidates of a sampled ranking protocol on ``split``."""
+        if protocol == "unseen100":
+            return self.negatives
+        if protocol == "recbole100":
+            return self.recbole_negatives[SPLIT_INDEX[split]]
+        raise ValueError(f"no stored negatives for protocol {protocol!r}")
 
     def eval_inputs(self, split: str, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Contexts and targets for ranking evaluation.
@@ -327,6 +344,10 @@ def build_dataset(frame: pd.DataFrame, opts: PrepareOptions, raw_sha256: str,
     negatives = sample_negatives(sequence_items, ends - lengths, lengths, num_items,
                                  opts.num_negatives, opts.negatives_seed,
                                  opts.name, np.asarray(user_ids, dtype=str))
+    recbole_negatives = np.stack([
+        sample_recbole_negatives(targets, num_items, opts.num_negatives,
+                                 recbole_seed(opts.negatives_seed, split), opts.name)
+        for split, targets in (("valid", valid), ("test", test))])
     stats = {
         "users": num_users,
         "items": num_items,
@@ -340,13 +361,18 @@ def build_dataset(frame: pd.DataFrame, opts: PrepareOptions, raw_sha256: str,
                 "items": int(raw_items.max() + 1) if len(raw_items) else 0},
         "num_negatives": opts.num_negatives,
         "negatives_seed": opts.negatives_seed,
+        "negatives": {"unseen100": "per user, without replacement, among items the user never "
+                                   "interacted with (one set for both splits)",
+                      "recbole100": "per split and user, with replacement, among all items but "
+                                    "the split's target (RecBole's RepeatableSampler)"},
         "item_order": "first appearance in the raw file",
         "source": source or {},
     }
     return SequenceDataset(
         name=opts.name, num_users=num_users, num_items=num_items,
         train=_split_flat(train_flat, train_offsets), valid=valid.astype(np.int64),
-        test=test.astype(np.int64), negatives=negatives, sha256=raw_sha256,
+        test=test.astype(np.int64), negatives=negatives, recbole_negatives=recbole_negatives,
+        sha256=raw_sha256,
         user_ids=np.asarray(user_ids, dtype=str),
         item_ids=np.asarray(["[PAD]", *map(str, item_ids)], dtype=str),
         stats=json.loads(json.dumps(stats)),   # plain JSON types, same as after a cache load
@@ -391,13 +417,40 @@ def sample_negatives(sequence_items: np.ndarray, starts: np.ndarray, lengths: np
     return negatives
 
 
+def recbole_seed(seed: int, split: str) -> np.random.SeedSequence:
+    """The recbole100 draws' seed for a split: independent of the unseen100 stream (which
+    keeps ``default_rng(seed)``, so its negatives are those of datasets prepared before)."""
+    return np.random.SeedSequence([seed, 100, SPLIT_INDEX[split]])
+
+
+def sample_recbole_negatives(targets: np.ndarray, num_items: int, num_negatives: int,
+                             seed: int | np.random.SeedSequence, name: str = "") -> np.ndarray:
+    """(U, num_negatives) int64: RecBole's RepeatableSampler as its sequential models use it
+    (``repeatable=True``): per user, each negative uniform over items 1..num_items except
+    that user's target, drawn independently (with replacement); the user's other items,
+    earlier ones included, can be drawn. Rows sorted.
+
+    A draw from the num_items - 1 allowed ids is ``r ~ U{1..num_items-1}``, shifted up by
+    one where ``r >= target``: exactly uniform over the allowed ids, with no rejection loop."""
+    targets = np.asarray(targets, dtype=np.int64)
+    if num_items < 2:
+        raise DataError(f"dataset {name!r} too small: {num_items} item(s); a sampled negative "
+                        f"must differ from the target, which needs at least 2 items")
+    if targets.size and (targets.min() < 1 or targets.max() > num_items):
+        raise DataError(f"dataset {name!r}: targets must be item ids in 1..{num_items}")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(1, num_items, size=(len(targets), num_negatives), dtype=np.int64)
+    draws += draws >= targets[:, None]
+    return np.sort(draws, axis=1)
+
+
 def _split_flat(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [flat[offsets[u]:offsets[u + 1]] for u in range(len(offsets) - 1)]
 
 
 # ---------------------------------------------------------------------------------- cache
-_ARRAY_KEYS = ("train_items", "train_offsets", "valid", "test", "negatives", "user_ids",
-               "item_ids")
+_ARRAY_KEYS = ("train_items", "train_offsets", "valid", "test", "negatives", "recbole_negatives",
+               "user_ids", "item_ids")
 
 
 def _cache_arrays(dataset: SequenceDataset) -> dict[str, np.ndarray]:
@@ -408,6 +461,7 @@ def _cache_arrays(dataset: SequenceDataset) -> dict[str, np.ndarray]:
         "train_items": flat,
         "train_offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         "valid": dataset.valid, "test": dataset.test, "negatives": dataset.negatives,
+        "recbole_negatives": dataset.recbole_negatives,
         "user_ids": dataset.user_ids, "item_ids": dataset.item_ids,
     }
 
@@ -463,7 +517,8 @@ def _read_cache(path: Path, key: str) -> SequenceDataset | None:
         name=meta["name"], num_users=meta["num_users"], num_items=meta["num_items"],
         train=_split_flat(arrays["train_items"], arrays["train_offsets"]),
         valid=arrays["valid"], test=arrays["test"], negatives=arrays["negatives"],
-        sha256=meta["sha256"], user_ids=arrays["user_ids"], item_ids=arrays["item_ids"],
+        recbole_negatives=arrays["recbole_negatives"], sha256=meta["sha256"],
+        user_ids=arrays["user_ids"], item_ids=arrays["item_ids"],
         stats=meta["stats"])
 
 
@@ -479,6 +534,7 @@ def _cache_problem(meta: dict, arrays: dict[str, np.ndarray], key: str) -> str:
         and offsets[-1] == len(arrays["train_items"]) and np.all(np.diff(offsets) >= 1)
         and arrays["valid"].shape == (users,) and arrays["test"].shape == (users,)
         and arrays["negatives"].ndim == 2 and arrays["negatives"].shape[0] == users
+        and arrays["recbole_negatives"].shape == (2, users, arrays["negatives"].shape[1])
         and arrays["user_ids"].shape == (users,) and arrays["item_ids"].shape == (items + 1,))
     if not shapes_ok:
         return "array shapes are inconsistent"
