@@ -72,3 +72,22 @@ def expand(params: Mapping | None, grid: Sequence[Mapping] | None, arguments: It
                 seen.add(job)
                 jobs.append(list(job))
     return jobs
+
+
+def spread_shared(jobs: Sequence, keys: Sequence) -> list:
+    """``jobs`` reordered so that jobs sharing work come after every distinct piece of work
+    has started: the first job of each key (e.g. the summary a distillation writes) keeps its
+    place among the others, the second ones follow, and so on; ``None`` shares nothing.
+
+    A sweep's grid puts the two evaluation protocols of one summary next to each other, and
+    a cluster starts neighbours together: the second would then sit on a CPU waiting for
+    the first one's distillation (an hour on ML-1M) instead of distilling another summary.
+    Run after the others, it finds the summary complete and only evaluates it."""
+    seen: dict = {}
+    ranked = []
+    for index, (job, key) in enumerate(zip(jobs, keys)):
+        rank = 0 if key is None else seen.get(key, 0)
+        if key is not None:
+            seen[key] = rank + 1
+        ranked.append((rank, index, job))
+    return [job for _, _, job in sorted(ranked, key=lambda r: r[:2])]

@@ -70,9 +70,22 @@ def test_every_sweep_file_expands():
         jobs = expand(sweeper.get("params"), sweeper.get("grid"), [])
         sizes[path.stem] = len(jobs)
         assert all(any(o.startswith("seed=") for o in job) for job in jobs), f"{path.name}: a job without a seed"
-    assert sizes["table3"] == 4 * 3 * (2 * 2 + 3)  # datasets × seeds × (td3, farzi × 2 protocols + 3 baselines)
+    assert sizes["table3"] == 3 * 3 * (2 * 2 + 3)  # datasets × seeds × (td3, farzi × 2 protocols + 3 baselines)
+    assert sizes["figure4"] == 3 * (4 + 3) * (2 + 2 * 2)  # seeds × sizes × (random, longest + td3, farzi × 2)
     assert sizes["table6"] == 3 * 2 * 2 * 2
     assert sizes["ranks"] == 3 * 3 * 2
+
+
+def test_jobs_sharing_a_summary_start_after_every_distinct_one():
+    from td3.grid import spread_shared
+
+    # two protocols per summary, as a table's grid lists them: a, a', b, b', then two runs
+    # sharing nothing
+    jobs = ["a-scratch", "a-paper", "b-scratch", "b-paper", "random", "full"]
+    keys = ["A", "A", "B", "B", None, None]
+    assert spread_shared(jobs, keys) == ["a-scratch", "b-scratch", "random", "full", "a-paper", "b-paper"]
+    assert spread_shared(jobs, [None] * 6) == jobs
+    assert spread_shared([], []) == []
 
 
 # ------------------------------------------------------- Hydra's basic launcher

@@ -59,17 +59,20 @@ class GridSweeper(BasicSweeper):
         if self.skip_complete:
             from td3.run import is_done, run_dir_of
 
-            todo = []
+            todo, shared = [], []
             for number, overrides in enumerate(jobs):
                 try:
                     resolved = self._resolve(overrides)
                     done = is_done(resolved)
                 except Exception:  # let the job itself report what is wrong with its config
-                    done = False
+                    resolved, done = None, False
                 if done:
                     write_ledger_entry(sweep_dir, overrides, status="skipped", run_dir=str(run_dir_of(resolved)))
                 else:
                     todo.append((number, overrides))
+                    shared.append(_shared_work(resolved))
+            # jobs evaluating a summary another job distils go last: they would wait on it
+            todo = td3_grid.spread_shared(todo, shared)
             log.info("td3 sweep: %d jobs, %d complete already, launching %d", len(jobs),
                      len(jobs) - len(todo), len(todo))
         else:
@@ -140,6 +143,17 @@ class GridSweeper(BasicSweeper):
             log.error("td3 sweep: could not write the failed record: %s", exc)
         write_ledger_entry(sweep_dir, overrides, **result)
         return result
+
+
+def _shared_work(resolved: Optional[dict]) -> Optional[str]:
+    """The summary a grid point's run distils or reuses (None: it shares nothing)."""
+    if not resolved:
+        return None
+    from td3.distill import SUMMARY_METHODS, summary_dir_for
+
+    if resolved.get("method") not in SUMMARY_METHODS:
+        return None
+    return str(summary_dir_for(resolved)[0])
 
 
 def _is_submitit(launcher: Any) -> bool:
