@@ -71,6 +71,7 @@ def _parse(path: str) -> tuple[dict, list[dict]]:
         "steps": d.get("steps") if method in SUMMARY_METHODS else None,
         "window": d.get("window") if method in SUMMARY_METHODS else None,
         "eval_epochs": ev.get("epochs") if method not in ("full",) else None,
+        "train_epochs": _get(cfg, "train", "epochs") if method in SUMMARY_METHODS or method == "full" else None,
         "teacher_seed": cfg.get("teacher_seed") if method in SUMMARY_METHODS else None,
         "distill_seconds": _get(rec, "distill", "seconds"),
         "distill_cached": _get(rec, "distill", "cached"),

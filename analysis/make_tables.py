@@ -27,6 +27,7 @@ paper's figure when ``--paper`` is given. ``problems.md`` lists failed and missi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -47,7 +48,59 @@ PAPER_RANKING = "recbole100"
 SUMMARY_PROTOCOLS = ("scratch", "paper")
 METHOD_ORDER = ["random", "longest", "naive", "farzi", "td3", "full"]
 PAPER_DATASET = {"magazine-2018": "magazine", "ml-1m-slice": "ml-1m"}
+#: What a stand-in dataset is, said under every table it appears in.
+STAND_INS = {
+    "magazine-2018": "Amazon Magazine_Subscriptions, 2018 release, standing in for the paper's Magazine (2023 "
+                     "release, not available here); the paper's figures beside it are Magazine's",
+    "ml-1m-slice": "MovieLens-1M users 1–2999 only, standing in for ML-1M; the paper's figures beside it are "
+                   "the whole ML-1M's",
+}
+#: Datasets left out of the tables unless --datasets names them (smoke tests, the embedded default).
+NOT_PAPER_DATASETS = ("synthetic",)
 MODEL_LABELS = {"sasrec": "SASRec", "gru4rec": "GRU4Rec", "narm": "NARM", "bert4rec": "BERT4Rec"}
+METHOD_COLORS = {"td3": "tab:red", "farzi": "tab:blue", "random": "tab:green", "longest": "tab:orange",
+                 "naive": "tab:purple", "full": "gray"}
+#: Fewer seeds than this: a cell says n and gets no significance mark.
+MIN_SEEDS_FOR_TEST = 3
+MISSING = "–"
+
+
+# ------------------------------------------------------------------ budget
+def reference_budget() -> dict:
+    """The reference settings' budget (conf/): outer epochs, N, W, training epochs, and the
+    epochs a learner trains on a summary. A run below any of them is a reduced budget."""
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    try:
+        d = OmegaConf.load(conf / "distill" / "default.yaml")
+        e = OmegaConf.load(conf / "evaluation" / "default.yaml")
+        t = OmegaConf.load(conf / "train" / "default.yaml")
+        return {"outer_epochs": int(d.outer.epochs), "steps": int(d.steps), "window": int(d.window),
+                "eval_epochs": int(e.epochs), "train_epochs": int(t.epochs)}
+    except (OSError, AttributeError, ValueError):  # analysis/ used away from its repository
+        return {"outer_epochs": 30, "steps": 200, "window": 40, "eval_epochs": 200, "train_epochs": 200}
+
+
+BUDGET_NAMES = {"outer_epochs": "outer epochs", "steps": "N", "window": "W", "eval_epochs": "epochs on the summary",
+                "train_epochs": "training epochs"}
+
+
+def budget_note(g: pd.DataFrame, reference: dict) -> str:  # noqa: D401
+    """'' when every run of a row has the reference budget; else what was cut, e.g.
+    'outer epochs 2 < 30, N 50 < 200'."""
+    parts = []
+    for key, ref in reference.items():
+        if key not in g:
+            continue
+        vals = pd.to_numeric(g[key], errors="coerce").dropna()
+        low = sorted({int(v) for v in vals if v < ref})
+        if low:
+            parts.append(f"{BUDGET_NAMES[key]} {'/'.join(map(str, low))} < {ref}")
+    return ", ".join(parts)
+
+
+BUDGET = reference_budget()
 
 
 # ------------------------------------------------------------------ values
@@ -79,9 +132,10 @@ class Table:
         self.rows: list[dict] = []  # {"group", "label", "method", "cells": {col: {seed: v}}, "reference": row index}
 
     def add(self, group: str, label: str, method: str, cells: dict, reference: int | None = None,
-            paper: dict | None = None, extra: dict | None = None) -> int:
+            paper: dict | None = None, extra: dict | None = None, budget: str = "", not_run: bool = False) -> int:
         self.rows.append({"group": group, "label": label, "method": method, "cells": cells,
-                          "reference": reference, "paper": paper or {}, "extra": extra or {}})
+                          "reference": reference, "paper": paper or {}, "extra": extra or {},
+                          "budget": budget, "not_run": not_run})
         return len(self.rows) - 1
 
     # -------------------------------------------------------------- statistics
@@ -121,31 +175,54 @@ class Table:
                                              and st["mean"] > ref["stats"][col]["mean"])
 
     def p_of(self, st: dict) -> float:
+        """The p-value a cell is marked by: none when either side has fewer than
+        MIN_SEEDS_FOR_TEST seeds or the test is undefined (no spread on either side)."""
         if "comparison" not in st:
+            return math.nan
+        comp = st["comparison"]
+        if min(comp.n_a, comp.n_b) < MIN_SEEDS_FOR_TEST:
             return math.nan
         return st.get("p_holm", math.nan) if self.use_holm else st["comparison"].p
 
     # ------------------------------------------------------------------ output
     def _cell_text(self, row: dict, col: str, fmt: str) -> str:
         st = row["stats"][col]
+        paper = row["paper"].get(col)
         if not st["n"]:
-            return "—"
+            body = "not run" if row["not_run"] else MISSING
+            return body + (f" [{paper:.2f}]" if paper is not None else "")
         body = f"{100 * st['mean']:.2f}"
         if st["n"] > 1:
             body += f" ± {100 * st['std']:.2f}" if fmt == "md" else f" $\\pm$ {100 * st['std']:.2f}"
         mark = stars(self.p_of(st))
         expected = max((r["stats"][col]["n"] for r in self.rows), default=0)
-        if st["n"] < expected:
+        if st["n"] < max(expected, MIN_SEEDS_FOR_TEST):
             body += f" (n={st['n']})"
         if st.get("best"):
             body = f"**{body}**" if fmt == "md" else f"\\textbf{{{body}}}"
         if st.get("above_reference"):
             body = f"<u>{body}</u>" if fmt == "md" else f"\\underline{{{body}}}"
         body += mark if fmt == "md" else (f"$^{{{mark}}}$" if mark else "")
-        paper = row["paper"].get(col)
         if paper is not None:
             body += f" [{paper:.2f}]"
         return body
+
+    def notes(self) -> list[str]:
+        """What a reader must know about the rows: stand-in datasets, reduced budgets, the
+        paper's figures, rows not run."""
+        out = []
+        groups = " ".join(r["group"] for r in self.rows)
+        for dataset, what in STAND_INS.items():
+            if dataset in groups:
+                out.append(f"{dataset}: {what}.")
+        budgets = sorted({r["budget"] for r in self.rows if r["budget"]})
+        if budgets:
+            out.append("**Reduced budget, not the paper's settings**: " + "; ".join(budgets) + ".")
+        if any(r["paper"] for r in self.rows):
+            out.append("[the paper's figure in brackets]")
+        if any(r["not_run"] for r in self.rows):
+            out.append("not run: the dataset's file is not available; the paper's figures only.")
+        return out
 
     def markdown(self) -> str:
         head = ["", ""] + self.columns
@@ -153,8 +230,9 @@ class Table:
         for row in self.rows:
             cells = [row["group"], row["label"]] + [self._cell_text(row, c, "md") for c in self.columns]
             lines.append("| " + " | ".join(cells) + " |")
-        if any(r["paper"] for r in self.rows):
-            lines.append("\n[paper's figure in brackets]")
+        notes = self.notes()
+        if notes:
+            lines += [""] + [f"- {n}" for n in notes]
         return "\n".join(lines) + "\n"
 
     def latex(self) -> str:
@@ -166,6 +244,7 @@ class Table:
             out.append(f"{row['group']} & {label} & " + " & ".join(self._cell_text(row, c, "tex") for c in self.columns)
                        + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}"]
+        out += [f"% {n}" for n in self.notes()]
         return "\n".join(out) + "\n"
 
     def frame(self) -> pd.DataFrame:
@@ -181,7 +260,8 @@ class Table:
                              "p_holm": st.get("p_holm", math.nan), "diff": comp.diff if comp else math.nan,
                              "ci_low": comp.ci_low if comp else math.nan, "ci_high": comp.ci_high if comp else math.nan,
                              "effect_size": comp.effect if comp else math.nan,
-                             "paper": row["paper"].get(col, math.nan), **row["extra"]})
+                             "paper": row["paper"].get(col, math.nan), "budget": row["budget"],
+                             "not_run": row["not_run"], **row["extra"]})
         return pd.DataFrame(recs)
 
 
@@ -192,6 +272,30 @@ def paper_lookup(path: Path | None) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def not_run_rows(t: "Table", paper: pd.DataFrame, absent: list[str], model: str | None = None) -> None:
+    """Rows of the paper's datasets that have no run at all: the paper's figures, "not run"."""
+    order = ["Random", "Longest", "Farzi", "TD3", "Full-Data"]
+    for dataset in absent:
+        sub = paper[(paper["table"] == t.name) & (paper["dataset"] == dataset)]
+        if model is not None:
+            sub = sub[sub["model"] == model]
+        if sub.empty:
+            continue
+        keys = sub[["size", "method"]].drop_duplicates()
+        keys = keys.assign(full=keys["method"] == "Full-Data", rank=keys["method"].map(order.index))
+        for r in keys.sort_values(["full", "rank"], kind="stable").itertuples():
+            size = str(r.size)
+            if t.name == "table2":
+                group, label = dataset, ("Full-Data" if r.full else f"TD3 {size}")
+            elif t.name == "table3":
+                group, label = f"{dataset} {size}", r.method
+            else:
+                group, label = f"{dataset} {MODEL_LABELS.get(model.lower(), model)}", (
+                    "full data" if r.full else f"TD3 {size}")
+            t.add(group, label, "full" if r.full else r.method.lower(), {},
+                  paper=paper_cells(paper, t.name, dataset, size, r.method, model or "SASRec"), not_run=True)
+
+
 def paper_cells(paper: pd.DataFrame, table: str, dataset: str, size: str, method: str, model: str = "SASRec") -> dict:
     sub = paper[(paper["table"] == table) & (paper["dataset"] == PAPER_DATASET.get(dataset, dataset))
                 & (paper["size"].astype(str) == size) & (paper["method"] == method) & (paper["model"] == model)]
@@ -199,7 +303,7 @@ def paper_cells(paper: pd.DataFrame, table: str, dataset: str, size: str, method
 
 
 # ------------------------------------------------------------------ tables
-def table2(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame) -> Table:
+def table2(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame, absent: list[str]) -> Table:
     t = Table("table2", f"Table 2: TD3 by summary size against Full-Data ({ranking} ranking, {protocol} evaluation)",
               METRICS)
     use_paper = ranking == PAPER_RANKING
@@ -211,17 +315,19 @@ def table2(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame) -
             continue
         ref = None
         if not full.empty:
-            ref = t.add(dataset, "Full-Data", "full", cells(full, METRICS),
+            ref = t.add(dataset, "Full-Data", "full", cells(full, METRICS), budget=budget_note(full, BUDGET),
                         paper=paper_cells(paper, "table2", dataset, "full", "Full-Data") if use_paper else None)
         for (size, variant), g in sorted(td3.groupby(["size", "variant"]), key=lambda kv: (kv[1]["interactions"].iloc[0], kv[0][1])):
             label = f"TD3 {size}" + (f" ({variant})" if variant else "")
-            t.add(dataset, label, "td3", cells(g, METRICS), reference=ref,
+            t.add(dataset, label, "td3", cells(g, METRICS), reference=ref, budget=budget_note(g, BUDGET),
                   paper=paper_cells(paper, "table2", dataset, size, "TD3") if use_paper and not variant else None,
                   extra={"size": size, "variant": variant})
+    if use_paper:
+        not_run_rows(t, paper, absent)
     return t
 
 
-def table3(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame) -> Table:
+def table3(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame, absent: list[str]) -> Table:
     t = Table("table3", f"Table 3: methods at one summary size ({ranking} ranking, {protocol} evaluation of summaries)",
               METRICS)
     use_paper = ranking == PAPER_RANKING
@@ -230,26 +336,20 @@ def table3(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame) -
         d = d[d["variant"] == ""]
         sizes = d[d["method"].isin(["random", "longest", "farzi"])]["size"].unique()
         for size in sorted(sizes, key=lambda s: int(s.split("x")[0]) * int(s.split("x")[1])):
-            ref = None
+            group = f"{dataset} {size}"
             full = d[d["method"] == "full"]
-            rows = []
+            ref = None
+            if not full.empty:  # added first, moved last below: the paper puts Full-Data last
+                ref = t.add(group, "Full-Data", "full", cells(full, METRICS), budget=budget_note(full, BUDGET),
+                            paper=paper_cells(paper, "table3", dataset, size, "Full-Data") if use_paper else None)
             for method in METHOD_ORDER:
-                g = full if method == "full" else d[(d["method"] == method) & (d["size"] == size)]
-                if g.empty:
+                g = d[(d["method"] == method) & (d["size"] == size)]
+                if method == "full" or g.empty:
                     continue
-                rows.append((method, g))
-            for method, g in rows:
-                if method == "full":
-                    ref = t.add(f"{dataset} {size}", "Full-Data", "full", cells(g, METRICS),
-                                paper=paper_cells(paper, "table3", dataset, size, "Full-Data") if use_paper else None)
-            for method, g in rows:
-                if method != "full":
-                    t.add(f"{dataset} {size}", METHOD_LABELS[method], method, cells(g, METRICS),
-                          reference=ref,
-                          paper=paper_cells(paper, "table3", dataset, size, METHOD_LABELS[method]) if use_paper else None,
-                          extra={"size": size})
-            if ref is not None:  # keep Full-Data last within its group, as the paper does
-                group = f"{dataset} {size}"
+                t.add(group, METHOD_LABELS[method], method, cells(g, METRICS), reference=ref,
+                      budget=budget_note(g, BUDGET), extra={"size": size},
+                      paper=paper_cells(paper, "table3", dataset, size, METHOD_LABELS[method]) if use_paper else None)
+            if ref is not None:
                 t.rows.append(t.rows.pop(ref))
                 moved = len(t.rows) - 1
                 for r in t.rows:
@@ -257,10 +357,13 @@ def table3(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame) -
                         r["reference"] = moved
                     elif r["reference"] is not None and r["reference"] > ref:
                         r["reference"] -= 1
+    if use_paper:
+        not_run_rows(t, paper, absent)
     return t
 
 
-def table4(values: pd.DataFrame, runs: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame) -> Table:
+def table4(values: pd.DataFrame, runs: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame,
+           absent: list[str]) -> Table:
     cols = ["HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20", "MRR@20"]
     t = Table("table4", f"Table 4: architectures trained on a SASRec summary / on the full data ({ranking} ranking, "
                         f"{protocol} evaluation)", cols)
@@ -268,23 +371,25 @@ def table4(values: pd.DataFrame, runs: pd.DataFrame, ranking: str, protocol: str
     multi = runs[runs["models"].str.contains(",", na=False)]
     for model in ["sasrec", "gru4rec", "narm", "bert4rec"]:
         sv = seed_values(values, runs, ranking, model=model)
-        sv = sv.merge(runs[["run_dir", "variant"]], on="run_dir", suffixes=("", "_v")) if "variant" not in sv else sv
         for dataset in sorted(multi["dataset"].dropna().unique()):
             d = sv[sv["dataset"] == dataset]
             td3 = d[(d["method"] == "td3") & (d["summary_protocol"] == protocol) & d["run_dir"].isin(multi["run_dir"])]
             full = d[d["method"] == "full"]
             if td3.empty:
                 continue
+            group = f"{dataset} {MODEL_LABELS[model]}"
             for size, g in td3.groupby("size"):
                 ref = None
                 if not full.empty:
-                    ref = t.add(f"{dataset} {MODEL_LABELS[model]}", "full data", "full",
-                                cells(full, cols),
+                    ref = t.add(group, "full data", "full", cells(full, cols), budget=budget_note(full, BUDGET),
                                 paper=paper_cells(paper, "table4", dataset, "full", "Full-Data", MODEL_LABELS[model])
                                 if use_paper else None, extra={"model": model})
-                t.add(f"{dataset} {MODEL_LABELS[model]}", f"TD3 {size}", "td3", cells(g, cols),
+                t.add(group, f"TD3 {size}", "td3", cells(g, cols), budget=budget_note(g, BUDGET),
                       reference=ref, extra={"model": model, "size": size},
                       paper=paper_cells(paper, "table4", dataset, size, "TD3", MODEL_LABELS[model]) if use_paper else None)
+    if use_paper:
+        for model in MODEL_LABELS.values():
+            not_run_rows(t, paper, absent, model=model)
     return t
 
 
@@ -296,14 +401,13 @@ def table6(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame) -
         combos = d[["fsa", "alt"]].drop_duplicates()
         if len(combos) < 2:
             continue
-        base = d["variant_wo_ablation"]
-        d = d[base == ""]
+        d = d[d["variant_wo_ablation"] == ""]
         for fsa, alt in [(False, False), (True, False), (False, True), (True, True)]:
             g = d[(d["fsa"] == fsa) & (d["alt"] == alt)]
             if g.empty:
                 continue
             name = {(False, False): "none", (True, False): "FSA", (False, True): "ALT", (True, True): "FSA+ALT"}[(fsa, alt)]
-            t.add(f"{dataset} {size}", f"TD3[{name}]", "td3", cells(g, METRICS),
+            t.add(f"{dataset} {size}", f"TD3[{name}]", "td3", cells(g, METRICS), budget=budget_note(g, BUDGET),
                   paper=paper_cells(paper, "table6", dataset, size, f"TD3[{name}]") if use_paper else None,
                   extra={"fsa": fsa, "alt": alt})
     return t
@@ -337,22 +441,30 @@ def table5(values: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 def _duration(seconds: float) -> str:
     if seconds is None or not np.isfinite(seconds):
-        return "—"
+        return MISSING
     seconds = int(round(seconds))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+def _number(value: float, fmt: str, suffix: str = "") -> str:
+    return f"{value:{fmt}}{suffix}" if value is not None and np.isfinite(value) else MISSING
+
+
 def table5_markdown(df: pd.DataFrame) -> str:
-    lines = ["### Table 5: cost (this machine)", "",
+    lines = ["### Table 5: cost (the machine the runs were made on)", "",
              "| dataset | size | runs | distillation | s / outer step | peak MB | full-data training | peak MB | "
              "training on the summary | speed-up |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
         lines.append(f"| {r.dataset} | {r.size} | {r.runs} | {_duration(r.distill_seconds)} | "
-                     f"{r.seconds_per_outer_step:.2f} | {r.distill_peak_mb:.0f} | {_duration(r.full_train_seconds)} | "
-                     f"{r.full_train_peak_mb:.0f} | {_duration(r.summary_train_seconds)} | {r.speedup:.1f}× |")
+                     f"{_number(r.seconds_per_outer_step, '.2f')} | {_number(r.distill_peak_mb, '.0f')} | "
+                     f"{_duration(r.full_train_seconds)} | {_number(r.full_train_peak_mb, '.0f')} | "
+                     f"{_duration(r.summary_train_seconds)} | {_number(r.speedup, '.1f', '×')} |")
     return "\n".join(lines) + "\n"
+
+
+TIMES = "$\\times$"
 
 
 def table5_latex(df: pd.DataFrame) -> str:
@@ -360,103 +472,162 @@ def table5_latex(df: pd.DataFrame) -> str:
            "dataset & size & distillation & peak MB & full-data training & peak MB & summary training & speed-up \\\\",
            "\\midrule"]
     for r in df.itertuples():
-        out.append(f"{r.dataset} & {r.size} & {_duration(r.distill_seconds)} & {r.distill_peak_mb:.0f} & "
-                   f"{_duration(r.full_train_seconds)} & {r.full_train_peak_mb:.0f} & "
-                   f"{_duration(r.summary_train_seconds)} & {r.speedup:.1f}$\\times$ \\\\")
+        out.append(f"{r.dataset} & {r.size} & {_duration(r.distill_seconds)} & {_number(r.distill_peak_mb, '.0f')} & "
+                   f"{_duration(r.full_train_seconds)} & {_number(r.full_train_peak_mb, '.0f')} & "
+                   f"{_duration(r.summary_train_seconds)} & {_number(r.speedup, '.1f', TIMES)} \\\\")
     out += ["\\bottomrule", "\\end{tabular}"]
     return "\n".join(out) + "\n"
 
 
+FIGURE_METHODS = ["td3", "farzi", "random", "longest"]
+DATASET_TITLES = {"magazine-2018": "magazine-2018 (for Magazine)", "ml-1m-slice": "ml-1m-slice (for ML-1M)"}
+
+
 def figure4(sv: pd.DataFrame, ranking: str, protocol: str, path: Path, metric: str = "NDCG@10") -> bool:
+    """One panel per dataset; one colour per method across panels and one legend for the
+    figure. Written without a timestamp or version stamp, so the same records give the same
+    bytes (with the same matplotlib)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    d = sv[(sv["metric"] == metric) & sv["method"].isin(["td3", "farzi", "random", "longest"])
+    d = sv[(sv["metric"] == metric) & sv["method"].isin(FIGURE_METHODS)
            & ((sv["summary_protocol"] == protocol) | (sv["summary_protocol"] == "-")) & (sv["variant"] == "")]
     datasets = sorted(d["dataset"].dropna().unique())
     if not datasets:
         return False
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
+    shown = set()
     for ax, dataset in zip(axes[0], datasets):
         dd = d[d["dataset"] == dataset]
-        for method in ["td3", "farzi", "random", "longest"]:
+        for method in FIGURE_METHODS:
             g = dd[dd["method"] == method]
             if g.empty:
                 continue
+            shown.add(method)
             per_seed = g.groupby(["interactions", "seed"])["value"].mean().reset_index()
             agg = per_seed.groupby("interactions")["value"].agg(["mean", "std"]).reset_index()
             ax.errorbar(agg["interactions"], 100 * agg["mean"], yerr=100 * agg["std"].fillna(0), marker="o",
-                        capsize=3, label=METHOD_LABELS[method])
+                        capsize=3, color=METHOD_COLORS[method])
         full = sv[(sv["dataset"] == dataset) & (sv["method"] == "full") & (sv["metric"] == metric)]
         if not full.empty:
-            ax.axhline(100 * full.groupby("seed")["value"].mean().mean(), color="gray", ls="--", label="Full-Data")
+            shown.add("full")
+            ax.axhline(100 * full.groupby("seed")["value"].mean().mean(), color=METHOD_COLORS["full"], ls="--")
         ax.set_xscale("log")
-        ax.set_title(dataset)
+        ax.set_title(DATASET_TITLES.get(dataset, dataset), fontsize=10)
         ax.set_xlabel("summary size (μ·ζ interactions)")
         ax.set_ylabel(f"{metric} (%)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    handles = [Line2D([], [], color=METHOD_COLORS[m], marker=None if m == "full" else "o",
+                      ls="--" if m == "full" else "-", label=METHOD_LABELS[m])
+               for m in FIGURE_METHODS + ["full"] if m in shown]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(f"Figure 4: {metric} against summary size ({ranking} ranking, {protocol} evaluation)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=120, metadata={"Software": None})
     plt.close(fig)
     return True
 
 
 # ---------------------------------------------------------------- problems
 def problems(runs: pd.DataFrame, results: Path) -> pd.DataFrame:
-    """Runs that are not complete, and sweep grid points without a complete record."""
+    """Runs that are not complete, and sweep grid points without a complete record.
+
+    Ledger entries name run directories by the absolute path the sweep wrote them under;
+    they are matched by the directory's name (which ends with the run's signature), so a
+    relative ``--results`` or a results root copied elsewhere reads the same."""
     out = [{"kind": r.status, "what": r.run_dir, "error": r.error} for r in runs.itertuples()
            if r.status != "complete"]
-    complete = set(runs.loc[runs["status"] == "complete", "run_dir"])
-    known = set(runs["run_dir"])
+    name = lambda path: Path(str(path)).name  # noqa: E731
+    complete = {name(p) for p in runs.loc[runs["status"] == "complete", "run_dir"]}
+    known = {name(p) for p in runs["run_dir"]}
     for entry_path in sorted((results / "sweeps").glob("*/*/jobs/*.json")):
         try:
             entry = json.loads(entry_path.read_text())
         except ValueError:
             out.append({"kind": "unreadable ledger entry", "what": str(entry_path), "error": ""})
             continue
-        run_dir = entry.get("run_dir") or ""
-        if run_dir and str(Path(run_dir)) in complete:
-            continue
-        if run_dir and str(Path(run_dir)) in known:
-            continue  # listed above as a run that is not complete
+        run_dir = name(entry.get("run_dir") or "")
+        if run_dir and (run_dir in complete or run_dir in known):
+            continue  # complete, or listed above as a run that is not
         out.append({"kind": "missing", "what": " ".join(entry.get("overrides", [])) or str(entry_path),
                     "error": entry.get("error") or f"no complete record ({entry.get('status')})"})
     return pd.DataFrame(out, columns=["kind", "what", "error"])
 
 
 # --------------------------------------------------------------------- main
+#: Files make_tables writes (and removes from --out before writing, so none is stale).
+OUTPUT_PATTERNS = ("table*.md", "table*.tex", "table*.csv", "figure4_*.png", "tables.md", "problems.md",
+                   "problems.csv", "all_tables.csv", "manifest.json")
+CSV_FLOAT = "%.10g"   # ten significant digits: a last-bit change in a library does not change the file
+
+
+def select_datasets(runs: pd.DataFrame, values: pd.DataFrame, wanted: str | None):
+    """Runs and values of the datasets asked for (default: all but NOT_PAPER_DATASETS)."""
+    if wanted == "all":
+        return runs, values
+    if wanted:
+        keep = set(wanted.split(","))
+        mask = runs["dataset"].isin(keep)
+    else:
+        mask = ~runs["dataset"].isin(NOT_PAPER_DATASETS)
+    runs = runs[mask | runs["dataset"].isna()]
+    return runs, values[values["run_dir"].isin(runs["run_dir"])]
+
+
+def _versions() -> dict:
+    import matplotlib
+    import scipy
+    return {"python": sys.version.split()[0], "pandas": pd.__version__, "numpy": np.__version__,
+            "scipy": scipy.__version__, "matplotlib": matplotlib.__version__}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", default="runs", help="results root (TD3_RESULTS_DIR of the sweep)")
     ap.add_argument("--out", default="tables")
     ap.add_argument("--paper", default=None, help="paper_tables.csv: the paper's figures beside ours")
+    ap.add_argument("--datasets", default=None,
+                    help="comma-separated datasets to tabulate, or 'all' (default: every dataset but "
+                         + ", ".join(NOT_PAPER_DATASETS) + ")")
     ap.add_argument("--holm", action="store_true", help="Holm-adjust p-values over each table")
     ap.add_argument("--no-figures", action="store_true")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     results, out = Path(args.results), Path(args.out)
+    if not results.is_dir():
+        print(f"make_tables: error: results root {results} does not exist", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
-    runs, values = load(results)
+    for pattern in OUTPUT_PATTERNS:
+        for stale in out.glob(pattern):
+            stale.unlink()
+    all_runs, all_values = load(results)
     t_load = time.perf_counter() - t0
+    runs, values = select_datasets(all_runs, all_values, args.datasets)
     ok = runs[runs["status"] == "complete"].copy()
     ok["variant"] = variant_labels(ok, ["dataset", "method"]) if len(ok) else ""
     no_ablation = ok.drop(columns=[c for c in ("fsa", "alt")], errors="ignore")
     ok["variant_wo_ablation"] = variant_labels(no_ablation, ["dataset", "method"]) if len(ok) else ""
     paper = paper_lookup(args.paper)
+    covered = {PAPER_DATASET.get(d, d) for d in all_runs.loc[all_runs["status"] == "complete", "dataset"].dropna()}
+    absent = sorted(set(paper["dataset"]) - covered)
 
+    shown = sorted(ok["dataset"].dropna().unique())
     md = [f"# Tables from {results}", "",
-          f"{len(runs)} run directories, {len(ok)} complete. Values in %, mean ± std over seeds; "
-          "**best** per group, <u>above Full-Data</u>, * p<0.05, ** p<0.01 against Full-Data"
-          + (" (Holm-adjusted)" if args.holm else "") + ".", ""]
+          f"{len(runs)} run directories of {', '.join(shown) or 'no dataset'}, {len(ok)} complete. Values in %, "
+          "mean ± std over seeds (n when fewer than 3); **best** per group, <u>above Full-Data</u>, "
+          "* p<0.05, ** p<0.01 against Full-Data" + (" (Holm-adjusted)" if args.holm else "")
+          + ", marked only with 3 or more seeds on both sides. Ranking protocols: recbole100 (the paper's, "
+          "RecBole's negatives), unseen100 (negatives the user never interacted with), full (every item); "
+          "summary evaluation: scratch (fresh learners) or paper (the teacher's item table).", ""]
     frames, written = [], []
     for ranking in RANKINGS:
         sv = seed_values(values, ok, ranking)
         for protocol in SUMMARY_PROTOCOLS:
-            tables = [table2(sv, ranking, protocol, paper), table3(sv, ranking, protocol, paper),
-                      table4(values, ok, ranking, protocol, paper), table6(sv, ranking, protocol, paper)]
+            tables = [table2(sv, ranking, protocol, paper, absent), table3(sv, ranking, protocol, paper, absent),
+                      table4(values, ok, ranking, protocol, paper, absent), table6(sv, ranking, protocol, paper)]
             for t in tables:
                 if not t.rows:
                     continue
@@ -465,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
                 (out / f"{stem}.md").write_text(t.markdown())
                 (out / f"{stem}.tex").write_text(t.latex())
                 f = t.frame().assign(ranking=ranking, summary_protocol=protocol)
-                f.to_csv(out / f"{stem}.csv", index=False)
+                f.to_csv(out / f"{stem}.csv", index=False, float_format=CSV_FLOAT)
                 frames.append(f)
                 md.append(t.markdown())
                 written.append(stem)
@@ -474,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
                 written.append(f"figure4_{ranking}_{protocol}")
     t5 = table5(values, ok)
     if len(t5):
-        t5.to_csv(out / "table5.csv", index=False)
+        t5.to_csv(out / "table5.csv", index=False, float_format=CSV_FLOAT)
         (out / "table5.md").write_text(table5_markdown(t5))
         (out / "table5.tex").write_text(table5_latex(t5))
         md.append(table5_markdown(t5))
@@ -491,8 +662,13 @@ def main(argv: list[str] | None = None) -> int:
     (out / "problems.md").write_text("\n".join(lines) + "\n")
     md.append("\n".join(lines) + "\n")
     if frames:
-        pd.concat(frames, ignore_index=True).to_csv(out / "all_tables.csv", index=False)
+        pd.concat(frames, ignore_index=True).to_csv(out / "all_tables.csv", index=False, float_format=CSV_FLOAT)
     (out / "tables.md").write_text("\n".join(md))
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())
+             if p.is_file() and p.name != "manifest.json" and any(p.match(pat) for pat in OUTPUT_PATTERNS)}
+    manifest = {"command": ["python", "analysis/make_tables.py", *(argv if argv is not None else sys.argv[1:])],
+                "runs": len(runs), "complete": len(ok), "datasets": shown, "versions": _versions(), "files": files}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"make_tables: {len(runs)} runs ({len(ok)} complete, {len(probs)} problems) read in {t_load:.1f} s, "
           f"{len(written)} tables/figures written to {out} in {time.perf_counter() - t0:.1f} s")
     return 0

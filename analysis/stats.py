@@ -52,10 +52,9 @@ def welch(a, b, confidence: float = 0.95) -> Comparison:
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     diff = a.mean() - b.mean()
     se = math.sqrt(va + vb)
-    if se == 0:
-        p = 1.0 if diff == 0 else 0.0
-        return Comparison("welch", len(a), len(b), a.mean(), b.mean(), diff, diff, diff,
-                          math.copysign(math.inf, diff) if diff else 0.0, p, math.nan)
+    if se <= 1e-12 * max(1.0, abs(diff)):  # no spread on either side: the test is undefined (not "p = 0")
+        return Comparison("welch", len(a), len(b), float(a.mean()), float(b.mean()), float(diff),
+                          math.nan, math.nan, math.nan, math.nan, math.nan)
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     t = diff / se
     p = 2 * sps.t.sf(abs(t), df)
@@ -76,10 +75,9 @@ def paired(a, b, confidence: float = 0.95) -> Comparison:
     if n < 2:
         return _nan_comparison(a, b, "paired")
     sd = d.std(ddof=1)
-    if sd == 0:
-        diff = float(d.mean())
-        return Comparison("paired", n, n, float(a.mean()), float(b.mean()), diff, diff, diff,
-                          math.copysign(math.inf, diff) if diff else 0.0, 1.0 if diff == 0 else 0.0, math.nan)
+    if sd <= 1e-12 * max(1.0, abs(d.mean())):  # every difference the same: undefined (not "p = 0")
+        return Comparison("paired", n, n, float(a.mean()), float(b.mean()), float(d.mean()),
+                          math.nan, math.nan, math.nan, math.nan, math.nan)
     t = d.mean() / (sd / math.sqrt(n))
     p = 2 * sps.t.sf(abs(t), n - 1)
     half = sps.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)

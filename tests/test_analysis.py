@@ -175,7 +175,14 @@ def test_make_tables_numbers_significance_and_problems(results, tmp_path):
     assert paper[(paper["row"] == "TD3 30x50") & (paper["column"] == "NDCG@10")]["mean"].iloc[0] == pytest.approx(0.9)
     # Table 3 keeps Random, TD3 and Full-Data apart, Full-Data last
     t3 = pd.read_csv(out / "table3_recbole100_scratch.csv")
-    assert list(dict.fromkeys(t3["row"])) == ["Random", "TD3", "Full-Data"]
+    ours = t3[t3["group"] == "ml-100k 30x50"]
+    assert list(dict.fromkeys(ours["row"])) == ["Random", "TD3", "Full-Data"] and not ours["not_run"].any()
+    if paper_csv.is_file():  # the paper's datasets without any run: its figures, marked not run
+        epinions = t3[t3["group"] == "epinions 15x30"]
+        assert list(dict.fromkeys(epinions["row"])) == ["Random", "Longest", "Farzi", "TD3", "Full-Data"]
+        assert epinions["not_run"].all() and epinions["mean"].isna().all()
+        assert epinions.query("row == 'TD3' and column == 'NDCG@10'")["paper"].iloc[0] == pytest.approx(10.67)
+        assert "not run [10.67]" in (out / "table3_recbole100_scratch.md").read_text()
     md = (out / "table3_recbole100_scratch.md").read_text()
     assert "**" in md and "Full-Data" in md
     # failed and missing runs are listed, not dropped
@@ -186,3 +193,95 @@ def test_make_tables_numbers_significance_and_problems(results, tmp_path):
         assert (out / f"table2_recbole100_scratch.{suffix}").stat().st_size > 0
     assert (out / "figure4_recbole100_scratch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "table5.csv").is_file()
+
+
+# ---------------------------------------------------------- tables as a reader sees them
+def make_tables(*args, cwd=None):
+    proc = subprocess.run([sys.executable, str(REPO / "analysis" / "make_tables.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_undefined_tests_and_few_seeds_get_no_mark():
+    # no spread on either side: the test is undefined, not p = 0
+    assert np.isnan(stats.welch([0.4, 0.4, 0.4], [0.5, 0.5, 0.5]).p)
+    assert np.isnan(stats.paired([0.4, 0.5, 0.6], [0.5, 0.6, 0.7]).p)
+
+
+def test_cells_with_fewer_than_three_seeds_or_no_spread(tmp_path):
+    root = tmp_path / "runs"
+    for s in range(3):   # Full-Data identical across seeds, TD3 identical and far below
+        write_run(root, f"full-{s}", "full", "ml-100k", "30x50", s, {("recbole100", "NDCG@10"): 0.45})
+        write_run(root, f"td3-{s}", "td3", "ml-100k", "30x50", s, {("recbole100", "NDCG@10"): 0.30})
+    for s in range(2):   # two seeds, clearly apart from Full-Data
+        write_run(root, f"random-{s}", "random", "ml-100k", "30x50", s, {("recbole100", "NDCG@10"): 0.2 + 0.01 * s})
+    out = tmp_path / "tables"
+    make_tables("--results", root, "--out", out)
+    t3 = pd.read_csv(out / "table3_recbole100_scratch.csv").query("column == 'NDCG@10'").set_index("row")
+    assert np.isnan(t3.loc["TD3", "p"])                       # zero variance on both sides
+    md = (out / "table3_recbole100_scratch.md").read_text()
+    td3_line = next(line for line in md.splitlines() if "| TD3 |" in line)
+    random_line = next(line for line in md.splitlines() if "| Random |" in line)
+    assert "30.00 ± 0.00" in td3_line and "*" not in td3_line.replace("**", "")
+    assert "(n=2)" in random_line and not random_line.split("|")[4].strip().endswith("*")
+
+
+def test_reduced_budget_missing_figures_and_synthetic_runs(tmp_path):
+    root = tmp_path / "runs"
+    for s in range(3):
+        run_dir = write_run(root, f"td3-{s}", "td3", "ml-100k", "30x50", s, {("recbole100", "NDCG@10"): 0.40})
+        record = json.loads((run_dir / "record.json").read_text())
+        record["config"]["distill"]["outer"]["epochs"] = 2          # +experiment=quick
+        record["distill"]["seconds_per_outer_step"] = None           # a record without the figure
+        (run_dir / "record.json").write_text(json.dumps(record))
+        write_run(root, f"synthetic-{s}", "td3", "synthetic", "20x20", s, {("recbole100", "NDCG@10"): 0.9})
+    out = tmp_path / "tables"
+    make_tables("--results", root, "--out", out)
+    t2 = (out / "table2_recbole100_scratch.md").read_text()
+    assert "Reduced budget" in t2 and "outer epochs 2 < 30" in t2
+    assert "synthetic" not in (out / "tables.md").read_text()         # left out unless asked
+    t5 = (out / "table5.md").read_text()
+    assert "nan" not in t5 and "| – |" in t5
+    make_tables("--results", root, "--out", out, "--datasets", "synthetic")
+    assert "synthetic" in (out / "table2_recbole100_scratch.md").read_text()
+    assert "ml-100k" not in (out / "table2_recbole100_scratch.md").read_text()
+
+
+def test_relative_and_copied_results_roots_find_their_runs(results, tmp_path):
+    root, _, _ = results
+    # a ledger entry of a complete run, written with the absolute path the sweep used
+    ledger = root / "sweeps" / "table3" / "2026-01-01_00-00-00" / "jobs"
+    (ledger / "done.json").write_text(json.dumps({"overrides": ["method=td3", "seed=0"], "status": "complete",
+                                                  "run_dir": str(root / "distill" / "ml-100k-td3-30x50-s0")}))
+    make_tables("--results", "runs", "--out", "tables", cwd=tmp_path)            # relative
+    problems = (tmp_path / "tables" / "problems.md").read_text()
+    assert "method=td3 seed=0" not in problems and "method=longest seed=0" in problems
+    copied = tmp_path / "elsewhere" / "copy"
+    import shutil
+    shutil.copytree(root, copied)
+    make_tables("--results", copied, "--out", tmp_path / "t2")
+    assert (tmp_path / "t2" / "problems.md").read_text().count("| missing |") == 1
+
+
+def test_figure4_one_colour_per_method_and_one_legend(tmp_path, monkeypatch):
+    import make_tables as mt
+    import matplotlib.pyplot as plt
+
+    root = tmp_path / "runs"
+    for s in range(2):
+        for dataset, methods in (("ml-100k", ("td3", "farzi", "random")), ("magazine-2018", ("td3", "random"))):
+            for m in methods:
+                write_run(root, f"{dataset}-{m}-{s}", m, dataset, "30x50", s, {("recbole100", "NDCG@10"): 0.3})
+    runs, values = mt.load(root)
+    runs["variant"] = ""
+    sv = mt.seed_values(values, runs, "recbole100")
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    assert mt.figure4(sv, "recbole100", "scratch", tmp_path / "f.png")
+    fig = figures[0]
+    colours = [{line.get_color() for line in ax.get_lines() if line.get_marker() == "o"} for ax in fig.axes]
+    # panels in dataset order: magazine-2018 (TD3, Random), then ml-100k (TD3, Farzi, Random)
+    assert colours == [{"tab:red", "tab:green"}, {"tab:red", "tab:blue", "tab:green"}]
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["TD3", "Farzi", "Random"]

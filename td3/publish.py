@@ -1,0 +1,143 @@
+"""The committable part of a results root: ``python -m td3.publish SRC DST``.
+
+A sweep's results root holds what its runs need to resume and reuse (teachers, init
+pools, resume checkpoints: hundreds of MB) beside what a reader needs (records, per-user
+metrics, summaries: small). This copies the second part into ``DST``, laid out as a
+results root, so that ``analysis/make_tables.py --results DST`` and
+``python -m td3.audit DST`` work on it:
+
+- ``distill/<run>/`` and ``train/<run>/`` of every *complete* run: ``record.json`` and its
+  sealed files (``config.json``, ``per_user.parquet``, ``summary.pt``, ``summary.inter``) and
+  ``run.log``; never ``best.pt``, ``pool/``, ``last.pt`` or ``state.pt``;
+- ``summaries/<summary>/distill.json`` (the optimisation's history) of the summaries those
+  runs used;
+- ``sweeps/<name>/<time>/``'s ``multirun.yaml``, ledger and ``summary.json``, only for sweeps
+  whose every grid point has a complete record: a published results root is whole, so its
+  audit passes at every commit, and a sweep still running joins it once it is done.
+
+Files are copied atomically and only when new or changed; a run already published with a
+different record is refused (a published result is never silently replaced). Prints what
+it copied, what it left out and why, and the size of ``DST``.
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from . import records
+
+#: Files of a run directory that are published (the rest are checkpoints and caches).
+RUN_FILES = (records.RECORD_NAME, *records.SEALED_FILES, "run.log")
+SUMMARY_FILES = ("distill.json",)
+SWEEP_FILES = ("multirun.yaml", "summary.json")
+
+
+def _copy(src: Path, dst: Path) -> bool:
+    """Copy one file atomically unless ``dst`` already holds the same bytes."""
+    if dst.is_file() and filecmp.cmp(src, dst, shallow=False):
+        return False
+    with records.atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return True
+
+
+def _grid_complete(sweep_dir: Path, root: Path) -> tuple[bool, str]:
+    """Whether every grid point of a sweep has a complete record under ``root``."""
+    from omegaconf import OmegaConf
+
+    from .grid import expand
+    from .run import run_dir_of
+    from .tune import compose_config
+
+    sweep = OmegaConf.to_container(OmegaConf.load(sweep_dir / "multirun.yaml"), resolve=False)
+    sweeper = sweep["hydra"].get("sweeper") or {}
+    task = list(sweep["hydra"].get("overrides", {}).get("task", []))
+    missing = 0
+    jobs = expand(sweeper.get("params"), sweeper.get("grid"), task)
+    for job in jobs:
+        cfg = compose_config(job)
+        cfg["results_dir"] = str(root)
+        if not records.is_complete(run_dir_of(cfg)):
+            missing += 1
+    return missing == 0, f"{missing} of {len(jobs)} grid points without a complete record"
+
+
+def publish(src: Path, dst: Path) -> dict:
+    """Copy the committable part of ``src`` into ``dst``; returns counts of what happened."""
+    counts = {"runs": 0, "files": 0, "incomplete": 0, "sweeps": 0, "sweeps_pending": 0}
+    used_summaries = set()
+    for kind in ("distill", "train"):
+        base = src / kind
+        if not base.is_dir():
+            continue
+        for run_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+            record = records.read_record(run_dir)
+            if not record or record.get("status") != "complete":
+                counts["incomplete"] += 1
+                continue
+            target = dst / kind / run_dir.name
+            published = records.read_record(target)
+            if published and published.get("seal") != record.get("seal"):
+                raise SystemExit(f"td3: error: {target} already holds another record of this run "
+                                 f"(seal {published.get('seal')}, source {record.get('seal')}); "
+                                 f"a published result is not replaced: remove it by hand if you mean to")
+            counts["runs"] += 1
+            # the record last: a copy interrupted midway leaves no record over missing files
+            for name in sorted(RUN_FILES, key=lambda n: n == records.RECORD_NAME):
+                if (run_dir / name).is_file():
+                    counts["files"] += _copy(run_dir / name, target / name)
+            summary_dir = (record.get("summary") or {}).get("dir")
+            if summary_dir:
+                used_summaries.add(Path(summary_dir).name)
+    for name in sorted(used_summaries):
+        for file in SUMMARY_FILES:
+            path = src / "summaries" / name / file
+            if path.is_file():
+                counts["files"] += _copy(path, dst / "summaries" / name / file)
+    for sweep_dir in sorted(p.parent for p in (src / "sweeps").glob("*/*/multirun.yaml")):
+        complete, why = _grid_complete(sweep_dir, src)
+        if not complete:
+            counts["sweeps_pending"] += 1
+            print(f"not yet: sweep {sweep_dir.relative_to(src)} ({why})")
+            continue
+        counts["sweeps"] += 1
+        target = dst / sweep_dir.relative_to(src)
+        for name in SWEEP_FILES:
+            if (sweep_dir / name).is_file():
+                counts["files"] += _copy(sweep_dir / name, target / name)
+        for entry in sorted((sweep_dir / "jobs").glob("*.json")):
+            counts["files"] += _copy(entry, target / "jobs" / entry.name)
+    return counts
+
+
+def size_mb(root: Path) -> float:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 2**20
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m td3.publish", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("src", help="the sweep's results root (its TD3_RESULTS_DIR)")
+    ap.add_argument("dst", help="where the committable copy goes (e.g. results/paper)")
+    args = ap.parse_args(argv)
+    src, dst = Path(args.src).resolve(), Path(args.dst)
+    if not src.is_dir():
+        print(f"td3: error: results root {src} does not exist", file=sys.stderr)
+        return 2
+    if dst.resolve() == src:
+        print("td3: error: source and destination are the same directory", file=sys.stderr)
+        return 2
+    counts = publish(src, dst)
+    print(json.dumps(counts))
+    print(f"published {counts['runs']} complete runs ({counts['files']} files copied or updated, "
+          f"{counts['incomplete']} incomplete left out), {counts['sweeps']} complete sweeps "
+          f"({counts['sweeps_pending']} still running); {dst} holds {size_mb(dst):.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
