@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from . import records
+from .errors import TD3Error
 
 #: Files of a run directory that are published (the rest are checkpoints and caches).
 RUN_FILES = (records.RECORD_NAME, *records.SEALED_FILES, "run.log")
@@ -82,7 +83,7 @@ def publish(src: Path, dst: Path) -> dict:
             target = dst / kind / run_dir.name
             published = records.read_record(target)
             if published and published.get("seal") != record.get("seal"):
-                raise SystemExit(f"td3: error: {target} already holds another record of this run "
+                raise TD3Error(f"{target} already holds another record of this run "
                                  f"(seal {published.get('seal')}, source {record.get('seal')}); "
                                  f"a published result is not replaced: remove it by hand if you mean to")
             counts["runs"] += 1
@@ -131,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     if dst.resolve() == src:
         print("td3: error: source and destination are the same directory", file=sys.stderr)
         return 2
-    counts = publish(src, dst)
+    try:
+        counts = publish(src, dst)
+    except TD3Error as exc:
+        print(f"td3: error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(counts))
     print(f"published {counts['runs']} complete runs ({counts['files']} files copied or updated, "
           f"{counts['incomplete']} incomplete left out), {counts['sweeps']} complete sweeps "

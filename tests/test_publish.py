@@ -1,0 +1,71 @@
+"""``python -m td3.publish``: the committable part of a real (small) sweep's results root.
+
+It copies complete runs' records and small files (never teachers, pools or checkpoints),
+the ledgers of sweeps whose grid is complete only, and the result audits clean; a second
+publish copies nothing, and a published record is never replaced by another one."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cli_helpers import files_under, run_cli
+
+from test_sweep import make_env
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("published")
+    env = make_env(root)
+    proc = run_cli("td3.sweep", "-m", "+sweep=smoke", "threads=1", env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # a second sweep with an impossible point: its grid never completes
+    bad = run_cli("td3.sweep", "-m", "+sweep=smoke", "threads=1", "seed=7", "summary.d1=20", env=env, timeout=900)
+    assert bad.returncode == 1, bad.stderr[-3000:]
+    return root / "runs", env
+
+
+def publish(src: Path, dst: Path, env: dict):
+    return run_cli("td3.publish", str(src), str(dst), env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_publish_copies_the_small_complete_part_and_audits_clean(sweep, tmp_path):
+    src, env = sweep
+    dst = tmp_path / "paper"
+    proc = publish(src, dst, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = {p.name for p in files_under(dst)}
+    assert {"record.json", "per_user.parquet", "summary.pt", "summary.inter", "config.json", "distill.json",
+            "multirun.yaml"} <= names
+    assert not names & {"best.pt", "last.pt", "state.pt"} and not list(dst.rglob("pool"))
+    assert not list(dst.rglob(".submitit"))
+    # complete runs only: the smoke sweep's 4, its teacher, the random run of seed 7; not the failed td3 one
+    published = [json.loads(p.read_text()) for p in dst.glob("*/*/record.json")]
+    assert all(r["status"] == "complete" for r in published)
+    assert len([r for r in published if r["kind"] == "distill"]) == 5
+    failed = [p for p in src.glob("distill/*/record.json") if json.loads(p.read_text())["status"] == "failed"]
+    assert len(failed) == 1 and not (dst / "distill" / failed[0].parent.name).exists()
+    # one sweep complete (published), one not (its ledger left out)
+    assert len(list(dst.glob("sweeps/*/*/multirun.yaml"))) == 1
+    assert "1 complete sweeps (1 still running)" in proc.stdout
+    audit = run_cli("td3.audit", str(dst), env=env, timeout=600)
+    assert audit.returncode == 0 and "verdict: PASS" in audit.stdout, audit.stdout[-3000:]
+    # again: nothing new to copy
+    again = publish(src, dst, env)
+    assert again.returncode == 0 and "(0 files copied" in again.stdout, again.stdout
+
+
+@pytest.mark.slow
+def test_a_published_record_is_not_replaced(sweep, tmp_path):
+    src, env = sweep
+    dst = tmp_path / "paper"
+    assert publish(src, dst, env).returncode == 0
+    target = next(dst.glob("distill/*td3*/record.json"))
+    record = json.loads(target.read_text())
+    record["seal"] = "0" * 64   # another record of the same run
+    target.write_text(json.dumps(record))
+    proc = publish(src, dst, env)
+    assert proc.returncode == 2 and "already holds another record" in proc.stderr
+    assert json.loads(target.read_text())["seal"] == "0" * 64
