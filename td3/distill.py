@@ -94,6 +94,14 @@ def _evaluation_problems(cfg: dict) -> list[str]:
         problems.append(f"evaluation.models={list(ev['models'])}: {what} (known: {', '.join(known)})")
     if not ev["seeds"]:
         problems.append("evaluation.seeds is empty")
+    if ev["protocol"] == "paper" and not unknown and cfg["method"] != "full":
+        width = item_table_width(cfg["model"])
+        other = [f"{name} ({item_table_width(model_config(name, cfg))})" for name in ev["models"]
+                 if item_table_width(model_config(name, cfg)) != width]
+        if other:
+            problems.append(f"evaluation.protocol=paper starts each learner from the teacher's item table "
+                            f"(width {width}), which {', '.join(other)} cannot take: evaluate other "
+                            f"architectures with evaluation.protocol=scratch")
     if cfg["method"] == "full":
         problems += protocol_problems(cfg["eval"]["protocols"])
     else:  # Full-Data trains with train/, not with these
@@ -154,6 +162,11 @@ def model_config(name: str, cfg: dict) -> dict:
     if not path.is_file():
         raise ConfigError(f"evaluation model {name!r}: no config at {path}")
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def item_table_width(options: dict) -> int | None:
+    """The width of a learner's item table: its embedding size, or its hidden size."""
+    return options.get("embedding_size") or options.get("hidden_size")
 
 
 #: What a summary depends on: everything but how it is evaluated afterwards.

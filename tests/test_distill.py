@@ -439,6 +439,9 @@ IMPOSSIBLE = {
     "eval_every": (["evaluation.eval_every=0"], "evaluation.eval_every=0"),
     "validate_lr": (["distill.validate_lr=0"], "distill.validate_lr=0"),
     "validate_every": (["distill.validate_every=0"], "distill.validate_every=0"),
+    # the teacher's item table (32 wide) cannot start a GRU4Rec (64)
+    "paper_cross_arch": (["evaluation.protocol=paper", "evaluation.models=[sasrec,gru4rec]"],
+                         "which gru4rec (64) cannot take"),
 }
 THROUGH_CLI = ("window", "d1", "backend")  # the others in-process: a launch is mostly importing torch
 
