@@ -1,0 +1,137 @@
+"""How long the rest of a set of sweeps will take, from the runs already made.
+
+    python benchmarks/sweep_plan.py --results $TD3_RESULTS_DIR [--parallel 2] table3 table2 ...
+    python benchmarks/sweep_plan.py --results ... table3:dataset=ml-100k   # a sweep with overrides
+
+Expands each sweep's grid (as ``td3.sweep`` does), finds which grid points have a complete
+record, and estimates the others from complete records of the same kind: a run costs its
+evaluation (median over records of the same dataset, method, size and evaluated learners),
+plus its distillation the first time its summary is needed (median over distillations of the
+same dataset, method and size), plus its teacher the first time that teacher is needed
+(median over training runs of the same dataset and learner). Kinds never run yet are listed
+as unknown: run one of each first. Prints, per sweep and in all, the runs left, CPU-hours
+and wall-clock hours at ``--parallel`` jobs (one CPU each).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from td3 import records  # noqa: E402
+from td3.distill import SUMMARY_METHODS, model_config, summary_dir_for, teacher_config  # noqa: E402
+from td3.grid import expand  # noqa: E402
+from td3.run import run_dir_of  # noqa: E402
+from td3.train import run_dir_for as train_dir_for  # noqa: E402
+from td3.tune import compose_config  # noqa: E402
+
+
+def size(cfg: dict) -> str:
+    return f"{cfg['summary']['mu']}x{cfg['summary']['zeta']}"
+
+
+def observed(root: Path) -> dict:
+    """Median seconds per kind, from the complete records under ``root``."""
+    evals, distills, teachers = defaultdict(list), defaultdict(list), defaultdict(list)
+    for path in root.glob("distill/*/record.json"):
+        r = json.loads(path.read_text())
+        if r.get("status") != "complete":
+            continue
+        cfg = r["config"]
+        key = (cfg["dataset"]["name"], cfg["method"], size(cfg), ",".join(cfg["evaluation"]["models"]))
+        evals[key].append(r["timings"].get("evaluation", 0.0))
+        d = r.get("distill") or {}
+        if d and not d.get("cached"):
+            distills[key[:3]].append(d["seconds"])
+    for path in root.glob("train/*/record.json"):
+        r = json.loads(path.read_text())
+        if r.get("status") == "complete":
+            cfg = r["config"]
+            teachers[(cfg["dataset"]["name"], cfg["model"]["name"], cfg["max_len"])].append(r["timings"]["total"])
+    med = lambda d: {k: statistics.median(v) for k, v in d.items()}  # noqa: E731
+    return {"eval": med(evals), "distill": med(distills), "teacher": med(teachers)}
+
+
+def training_cost(cfg: dict, model: str, seed: int, seen: dict, counted: set, unknown: dict) -> float:
+    """Seconds of the full-data training run (``model``, ``seed``) when it is still to be made
+    and not already counted; 0 otherwise."""
+    tcfg = {**teacher_config(cfg), "seed": seed, "model": model_config(model, cfg)}
+    run_dir = train_dir_for(tcfg, records.signature(tcfg))
+    if run_dir in counted or records.is_complete(run_dir):
+        return 0.0
+    counted.add(run_dir)
+    key = (cfg["dataset"]["name"], model, cfg["max_len"])
+    if key in seen["teacher"]:
+        return seen["teacher"][key]
+    unknown[f"{key[0]} {model} max_len {key[2]} full-data training"] += 1
+    return 0.0
+
+
+def plan(root: Path, sweeps: list[str], parallel: int) -> int:
+    seen = observed(root)
+    counted_summaries, counted_teachers = set(), set()
+    total_seconds, total_left, unknown_all = 0.0, 0, defaultdict(int)
+    for spec in sweeps:
+        name, _, extra = spec.partition(":")
+        sweeper = OmegaConf.load(REPO / "sweeps" / f"{name}.yaml").hydra.sweeper
+        args = [a for a in extra.split(",,") if a] if extra else []
+        jobs = expand(sweeper.get("params"), sweeper.get("grid"), [f"+sweep={name}", *args])
+        seconds, left, unknown = 0.0, 0, defaultdict(int)
+        for job in jobs:
+            cfg = compose_config(job)
+            cfg["results_dir"] = str(root)
+            if records.is_complete(run_dir_of(cfg)):
+                continue
+            left += 1
+            ds, method = cfg["dataset"]["name"], cfg["method"]
+            key = (ds, method, size(cfg), ",".join(cfg["evaluation"]["models"]))
+            if method == "full":  # its cost is the full-data training runs of its learners
+                for model in cfg["evaluation"]["models"]:
+                    seconds += training_cost(cfg, model, cfg["seed"], seen, counted_teachers, unknown)
+                continue
+            if key in seen["eval"]:
+                seconds += seen["eval"][key]
+            else:
+                unknown[f"{ds} {method} {size(cfg)} evaluation ({key[3]})"] += 1
+            if method in SUMMARY_METHODS:
+                summary = summary_dir_for(cfg)[0]
+                if summary not in counted_summaries and not (summary / "distill.json").is_file():
+                    counted_summaries.add(summary)
+                    if key[:3] in seen["distill"]:
+                        seconds += seen["distill"][key[:3]]
+                    else:
+                        unknown[f"{ds} {method} {size(cfg)} distillation"] += 1
+            if method in SUMMARY_METHODS or cfg["evaluation"]["protocol"] == "paper":
+                seconds += training_cost(cfg, cfg["model"]["name"], cfg["teacher_seed"], seen, counted_teachers,
+                                         unknown)
+        print(f"{spec}: {len(jobs)} grid points, {left} left, {seconds / 3600:.1f} CPU-hours known"
+              + (f"; unknown: {dict(unknown)}" if unknown else ""))
+        total_seconds += seconds
+        total_left += left
+        for k, v in unknown.items():
+            unknown_all[k] += v
+    print(f"in all: {total_left} runs left, {total_seconds / 3600:.1f} CPU-hours of known kinds, "
+          f"{total_seconds / 3600 / parallel:.1f} h wall at {parallel} parallel jobs"
+          + (f"; {sum(unknown_all.values())} costs of kinds never run yet" if unknown_all else ""))
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sweeps", nargs="+", help="sweep names, each optionally name:override,,override")
+    ap.add_argument("--results", required=True, help="the results root the sweeps write to")
+    ap.add_argument("--parallel", type=int, default=2, help="jobs running at once (one CPU each)")
+    args = ap.parse_args()
+    return plan(Path(args.results), args.sweeps, args.parallel)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
