@@ -117,6 +117,7 @@ start_munge() {
   # munged on the machine-wide default socket would be taken over by a second cluster.
   mkdir -p "$STATE/munge"
   chmod 700 "$STATE/munge"
+  chmod 755 "$STATE" "$STATE/run"   # munged wants every directory above its socket open to all
   [ -f "$STATE/munge/munge.key" ] || mungekey --create --keyfile="$STATE/munge/munge.key" --bits=1024
   chmod 600 "$STATE/munge/munge.key"
   munged --key-file="$STATE/munge/munge.key" --socket="$STATE/run/munge.socket" \

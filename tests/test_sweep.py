@@ -220,3 +220,31 @@ def test_cancelled_slurm_job_becomes_a_failed_record_and_the_array_completes(tmp
     summary = last_summary(root)
     assert summary["counts"] == {"complete": 1, "failed": 1}
     assert "CANCELLED" in out
+
+
+@pytest.mark.slow
+def test_two_local_clusters_run_side_by_side(slurm, tmp_path):
+    """Each cluster has its own munged socket: a second one (another state directory and
+    port) neither takes over the first's authentication nor breaks it when it stops."""
+    # munged wants every directory above its socket open to all: not under pytest's 0700 tmp
+    state = Path(f"/tmp/td3-test-second-{os.getpid()}")
+    env2 = {**os.environ, "TD3_SLURM_DIR": str(state), "TD3_SLURM_PORT": "7317"}
+    script = str(REPO / "slurm" / "local-cluster.sh")
+    started = subprocess.run(["bash", script, "start"], env=env2, capture_output=True, text=True, timeout=300)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        second = {"SLURM_CONF": str(state / "slurm.conf")}
+        assert (state / "run" / "munge.socket").is_socket()
+
+        def one_job(env: dict, out: Path) -> None:
+            job = subprocess.run(["sbatch", "--parsable", "-o", str(out), "--wrap", "echo ran"], capture_output=True,
+                                 text=True, env={**os.environ, **env}, timeout=60)
+            assert job.returncode == 0, job.stderr
+            slurm_cluster.wait_for(lambda: out.is_file() and "ran" in out.read_text(), 60,
+                                   f"a job on {env['SLURM_CONF']}", env=env)
+
+        one_job(slurm, tmp_path / "first-1.out")
+        one_job(second, tmp_path / "second.out")
+    finally:
+        subprocess.run(["bash", script, "stop", "--purge"], env=env2, capture_output=True, timeout=120)
+    one_job(slurm, tmp_path / "first-2.out")   # the first cluster still authenticates its clients
