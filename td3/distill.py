@@ -299,7 +299,8 @@ def _distill(cfg: dict, sig: str, run_dir: Path, report) -> Path:
             summary_dir, summary_sig = summary_dir_for(cfg)
             with records.exclusive(summary_dir):  # runs evaluating one summary distil it once
                 if (summary_dir / "distill.json").is_file():  # written last: the summary is complete
-                    summary = Summary.load(summary_dir / "summary.pt", map_location=device)
+                    summary = Summary.load(summary_dir / "summary.pt", map_location=device,
+                                           shared={"V": teacher.item_embedding[1:]})
                     info = {**json.loads((summary_dir / "distill.json").read_text()), "cached": True}
                 else:
                     with timer("distill"):

@@ -26,6 +26,7 @@ uniform S).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ __all__ = ["Summary", "TuckerSummary", "FarziSummary", "NaiveSummary", "build_su
 #: Standard deviation of the N(0, σ) initialisation of U, T (SPEC §3), D, M and free logits.
 INIT_STD = 0.02
 FILE_FORMAT = "td3-summary"
-FILE_VERSION = 1
+#: 2: shared tensors (Tucker's V) are referenced by shape and sha256, not stored; 1 stored them.
+FILE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -99,7 +102,11 @@ class Summary(nn.Module):
 
     def shared_numbers(self) -> int:
         """Numbers referenced from elsewhere (the teacher's item table), not stored with S."""
-        return 0
+        return sum(t.numel() for t in self.shared_tensors().values())
+
+    def shared_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors S is computed from but does not own (Tucker's V: the teacher's item table)."""
+        return {}
 
     def storage(self) -> dict:
         """What must be stored to reproduce S: learnable numbers and their bytes, plus
@@ -113,23 +120,36 @@ class Summary(nn.Module):
         """Constructor sizes (everything but tensors) for ``build_summary``."""
         return {"mu": self.mu, "zeta": self.zeta, "num_items": self.num_items}
 
-    def save(self, path: str | Path, meta: dict | None = None) -> Path:
-        """One self-contained ``.pt`` file (atomic): kind, sizes, every tensor (Tucker's V
-        included, so the file needs no teacher to load) and ``meta`` (JSON-able; default
-        ``self.meta``). JSON rather than pickled objects keeps ``weights_only`` loading."""
+    def save(self, path: str | Path, meta: dict | None = None, include_shared: bool = False) -> Path:
+        """One ``.pt`` file (atomic): kind, sizes, the summary's own tensors and ``meta``
+        (JSON-able; default ``self.meta``). JSON rather than pickled objects keeps
+        ``weights_only`` loading.
+
+        Shared tensors (Tucker's V, the teacher's item table) are referenced by shape and
+        sha256 rather than stored, as the method counts them (``docs/method.md``): the file
+        holds (μ+ζ)·d1 + d1·d2·d3 numbers, and loading it takes the teacher's V, checked
+        against the reference. ``include_shared=True`` stores them too: a file that loads
+        without the teacher."""
+        shared = self.shared_tensors()
         payload = {
             "format": FILE_FORMAT,
             "version": FILE_VERSION,
             "kind": self.kind,
             "config": self.config(),
-            "tensors": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            "tensors": {k: v.detach().cpu() for k, v in self.state_dict().items()
+                        if include_shared or k not in shared},
+            "shared": {k: {"shape": list(v.shape), "sha256": tensor_sha256(v)} for k, v in shared.items()},
             "meta": json.dumps(self.meta if meta is None else meta, sort_keys=True, default=str),
         }
         return records.torch_save(payload, path)
 
     @classmethod
-    def load(cls, path: str | Path, map_location=None) -> "Summary":
-        """The summary saved at ``path``; an unreadable or foreign file is a TrainingError."""
+    def load(cls, path: str | Path, map_location=None, shared: dict | None = None) -> "Summary":
+        """The summary saved at ``path``; an unreadable or foreign file is a TrainingError.
+
+        ``shared``: the tensors the file references but does not hold ({"V": the teacher's
+        item table without its padding row} for a Tucker summary); each must match the
+        file's reference (shape and sha256)."""
         path = Path(path)
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -137,10 +157,22 @@ class Summary(nn.Module):
             raise TrainingError(f"summary file {path} cannot be read ({exc})") from exc
         if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
             raise TrainingError(f"{path} is not a td3 summary file")
-        if payload.get("version") != FILE_VERSION:
+        if payload.get("version") not in READABLE_VERSIONS:
             raise TrainingError(f"{path}: summary file version {payload.get('version')} "
-                                f"is not supported (expected {FILE_VERSION})")
-        tensors = payload["tensors"]
+                                f"is not supported (expected one of {READABLE_VERSIONS})")
+        tensors = dict(payload["tensors"])
+        for name, ref in (payload.get("shared") or {}).items():
+            if name in tensors:
+                continue
+            given = (shared or {}).get(name)
+            if given is None:
+                raise TrainingError(f"{path} references the teacher's {name} (shape {ref['shape']}, sha256 "
+                                    f"{ref['sha256'][:12]}…) without holding it: load it with shared={{{name!r}: ...}}")
+            given = torch.as_tensor(given).detach().cpu()
+            if list(given.shape) != ref["shape"] or tensor_sha256(given) != ref["sha256"]:
+                raise TrainingError(f"{path}: the {name} given (shape {list(given.shape)}) is not the one the "
+                                    f"summary was distilled with (shape {ref['shape']}, sha256 {ref['sha256'][:12]}…)")
+            tensors[name] = given
         config = dict(payload["config"])
         kind = payload["kind"]
         item_factor = tensors.get("V") if kind == "tucker" else None
@@ -171,6 +203,14 @@ class Summary(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}, mu={self.mu}, zeta={self.zeta}, num_items={self.num_items}"
+
+
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and bytes (on the CPU, contiguous)."""
+    t = tensor.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{t.dtype}:{tuple(t.shape)}:".encode())
+    digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def _normal(shape, dtype, generator) -> nn.Parameter:
@@ -222,8 +262,8 @@ class TuckerSummary(Summary):
         # Contract the small factors first; the only |V|-sized tensor is the output.
         return self.sequence_factors(rows) @ self.V.T  # (m, ζ, |V|)
 
-    def shared_numbers(self) -> int:
-        return self.V.numel()
+    def shared_tensors(self) -> dict[str, torch.Tensor]:
+        return {"V": self.V}
 
     def config(self):
         return {**super().config(), "d1": self.d1, "d2": self.d2}

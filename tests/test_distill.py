@@ -23,6 +23,8 @@ import pytest
 from cli_helpers import IMPORT_LOG, assert_no_compiler_import, assert_one_clear_error, files_under, run_cli
 import torch
 
+from td3.errors import TrainingError
+
 REPO = Path(__file__).resolve().parents[1]
 MU, ZETA, USERS, ITEMS, D3 = 10, 10, 200, 300, 32
 SMALL = [f"dataset.num_users={USERS}", f"dataset.num_items={ITEMS}", f"summary.mu={MU}", f"summary.zeta={ZETA}",
@@ -81,6 +83,12 @@ def history_of(record: dict, summary_dir: Path | None = None) -> list[dict]:
     """The outer steps' history: in the summary's distill.json (the run record keeps it small)."""
     directory = summary_dir or Path(record["summary"]["dir"])
     return json.loads((directory / "distill.json").read_text())["history"]
+
+
+def teacher_V(record: dict) -> torch.Tensor:
+    """The teacher's item table (without padding) a distillation record's summary references."""
+    best = torch.load(Path(record["teacher"]["run"]) / "best.pt", weights_only=True)
+    return best["item_embedding.weight"][1:]
 
 
 def assert_metrics(metrics: dict) -> None:
@@ -173,11 +181,18 @@ def test_td3_run_record_summary_and_teacher_reuse(shared, dataset, td3_run):
     assert record["distill"]["seconds"] > 0
 
     # summary.pt: the best summary, V = the teacher's item table; summary.inter: its argmax.
-    summary = Summary.load(run_dir / record["summary"]["file"])
+    # V is the teacher's, referenced by the file (shape and digest), not stored in it
+    best = torch.load(teacher_dir / "best.pt", weights_only=True)
+    V = best["item_embedding.weight"][1:]
+    assert "V" not in torch.load(run_dir / "summary.pt", weights_only=True)["tensors"]
+    with pytest.raises(TrainingError, match="references the teacher's V"):
+        Summary.load(run_dir / record["summary"]["file"])
+    with pytest.raises(TrainingError, match="is not the one the summary was distilled with"):
+        Summary.load(run_dir / record["summary"]["file"], shared={"V": V + 1e-3})
+    summary = Summary.load(run_dir / record["summary"]["file"], shared={"V": V})
     assert isinstance(summary, TuckerSummary) and (summary.mu, summary.zeta, summary.num_items) == (MU, ZETA, ITEMS)
     assert summary.num_parameters() == numbers
-    best = torch.load(teacher_dir / "best.pt", weights_only=True)
-    assert torch.equal(summary.V, best["item_embedding.weight"][1:])
+    assert torch.equal(summary.V, V)
     S = summary.distributions().detach()
     assert S.shape == (MU, ZETA, ITEMS) and torch.allclose(S.sum(-1), torch.ones(MU, ZETA))
     seqs = inter_sequences(run_dir / record["summary"]["inter"])
@@ -333,7 +348,7 @@ def test_killed_run_resumes_bitwise(tmp_path, dataset):
     assert b["metrics"] == a["metrics"] and b["evaluations"][0]["metrics"] == a["evaluations"][0]["metrics"]
     sa = torch.load(done / "summary.pt", weights_only=True)["tensors"]
     sb = torch.load(path.parent / "summary.pt", weights_only=True)["tensors"]
-    assert set(sa) == set(sb) == {"U", "T", "G", "V"}
+    assert set(sa) == set(sb) == {"U", "T", "G"}   # V: the teacher's, referenced
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert (done / "summary.inter").read_bytes() == (path.parent / "summary.inter").read_bytes()
     assert not state_path.exists()
@@ -349,7 +364,8 @@ def test_killed_run_resumes_bitwise(tmp_path, dataset):
     torch.set_num_threads(1)
     try:
         result = train_on_summary(
-            Summary.load(path.parent / "summary.pt").distributions().detach(), dataset, "sasrec",
+            Summary.load(path.parent / "summary.pt", shared={"V": teacher_V(b)}).distributions().detach(),
+            dataset, "sasrec",
             {k: v for k, v in cfg["model"].items() if k != "name"}, epochs=cfg["distill"]["validate_epochs"],
             batch_size=cfg["evaluation"]["batch_size"], lr=cfg["evaluation"]["lr"],
             weight_decay=cfg["evaluation"]["weight_decay"], alt=True, alt_low=2, seed=0, max_len=ZETA,

@@ -106,11 +106,28 @@ def test_save_load_round_trip(kind, tmp_path):
     summary.meta = {"dataset": "synthetic", "outer_epoch": 3}
     path = summary.save(tmp_path / "s.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["s.pt"]  # no temporary file left
-    loaded = Summary.load(path)
+    loaded = Summary.load(path, shared=summary.shared_tensors())
     assert type(loaded) is type(summary) and loaded.config() == summary.config()
     assert torch.equal(loaded.distributions(), summary.distributions())
     assert loaded.meta == {"dataset": "synthetic", "outer_epoch": 3}
     assert loaded.num_parameters() == summary.num_parameters()
+
+
+def test_tucker_file_references_the_teachers_table(tmp_path):
+    summary = make("tucker")
+    path = summary.save(tmp_path / "t.pt")
+    payload = torch.load(path, weights_only=True)
+    assert set(payload["tensors"]) == {"U", "T", "G"} and payload["shared"]["V"]["shape"] == list(summary.V.shape)
+    stored = sum(t.numel() for t in payload["tensors"].values())
+    assert stored == summary.mu * D1 + summary.zeta * D2 + D1 * D2 * summary.d3 == summary.num_parameters()
+    with pytest.raises(TrainingError, match="references the teacher's V"):
+        Summary.load(path)
+    with pytest.raises(TrainingError, match="not the one the summary was distilled with"):
+        Summary.load(path, shared={"V": summary.V.flip(0)})
+    assert torch.equal(Summary.load(path, shared={"V": summary.V}).distributions(), summary.distributions())
+    # stored whole on request: loads without the teacher
+    whole = summary.save(tmp_path / "whole.pt", include_shared=True)
+    assert torch.equal(Summary.load(whole).distributions(), summary.distributions())
 
 
 def test_load_refuses_bad_files(tmp_path):
