@@ -221,7 +221,7 @@ class Table:
         if any(r["paper"] for r in self.rows):
             out.append("[the paper's figure in brackets]")
         if any(r["not_run"] for r in self.rows):
-            out.append("not run: the dataset's file is not available; the paper's figures only.")
+            out.append("not run: no run of this dataset in these results (the paper's figures only).")
         return out
 
     def markdown(self) -> str:
@@ -273,7 +273,10 @@ def paper_lookup(path: Path | None) -> pd.DataFrame:
 
 
 def not_run_rows(t: "Table", paper: pd.DataFrame, absent: list[str], model: str | None = None) -> None:
-    """Rows of the paper's datasets that have no run at all: the paper's figures, "not run"."""
+    """Rows of the paper's datasets that have no run at all: the paper's figures, "not run"
+    (in a table that has rows of ours: a table of nothing but the paper's figures says nothing)."""
+    if not t.rows:
+        return
     order = ["Random", "Longest", "Farzi", "TD3", "Full-Data"]
     for dataset in absent:
         sub = paper[(paper["table"] == t.name) & (paper["dataset"] == dataset)]
@@ -299,7 +302,7 @@ def not_run_rows(t: "Table", paper: pd.DataFrame, absent: list[str], model: str 
 def paper_cells(paper: pd.DataFrame, table: str, dataset: str, size: str, method: str, model: str = "SASRec") -> dict:
     sub = paper[(paper["table"] == table) & (paper["dataset"] == PAPER_DATASET.get(dataset, dataset))
                 & (paper["size"].astype(str) == size) & (paper["method"] == method) & (paper["model"] == model)]
-    return {r.metric: float(r.mean) for r in sub.itertuples()}
+    return {r.metric: float(r.mean) for r in sub.itertuples() if pd.notna(r.mean)}
 
 
 # ------------------------------------------------------------------ tables

@@ -183,6 +183,7 @@ def test_make_tables_numbers_significance_and_problems(results, tmp_path):
         assert epinions["not_run"].all() and epinions["mean"].isna().all()
         assert epinions.query("row == 'TD3' and column == 'NDCG@10'")["paper"].iloc[0] == pytest.approx(10.67)
         assert "not run [10.67]" in (out / "table3_recbole100_scratch.md").read_text()
+        assert "[nan]" not in (out / "table2_recbole100_scratch.md").read_text()   # a figure the paper lacks
     md = (out / "table3_recbole100_scratch.md").read_text()
     assert "**" in md and "Full-Data" in md
     # failed and missing runs are listed, not dropped
