@@ -16,8 +16,11 @@ results root, so that ``analysis/make_tables.py --results DST`` and
   audit passes at every commit, and a sweep still running joins it once it is done.
 
 Files are copied atomically and only when new or changed; a run already published with a
-different record is refused (a published result is never silently replaced). Prints what
-it copied, what it left out and why, and the size of ``DST``.
+different record is refused (a published result is never silently replaced). A summary
+file identical to one already published (the runs evaluating one summary under both
+protocols, or with other learners, each hold a copy) becomes a relative symbolic link to
+it: the same bytes are stored once, and every run directory still reads as complete.
+Prints what it copied, what it left out and why, and the size of ``DST``.
 """
 from __future__ import annotations
 
@@ -35,15 +38,39 @@ from .errors import TD3Error
 RUN_FILES = (records.RECORD_NAME, *records.SEALED_FILES, "run.log")
 SUMMARY_FILES = ("distill.json",)
 SWEEP_FILES = ("multirun.yaml", "summary.json")
+#: Files that several run directories hold identical copies of: published once, linked after.
+SHARED_FILES = ("summary.pt", "summary.inter")
 
 
 def _copy(src: Path, dst: Path) -> bool:
-    """Copy one file atomically unless ``dst`` already holds the same bytes."""
+    """Copy one file atomically unless ``dst`` already holds the same bytes (itself or
+    through a link)."""
     if dst.is_file() and filecmp.cmp(src, dst, shallow=False):
         return False
     with records.atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
     return True
+
+
+def _link_duplicates(dst: Path) -> int:
+    """Replace every copy of an identical summary file under ``dst/distill`` by a relative
+    symbolic link to the first one (in name order); returns how many were linked."""
+    first: dict[tuple[str, str], Path] = {}
+    linked = 0
+    for path in sorted((dst / "distill").glob("*/*")):
+        if path.name not in SHARED_FILES or path.is_symlink() or not path.is_file():
+            continue
+        key = (path.name, records.file_sha256(path))
+        if key not in first:
+            first[key] = path
+            continue
+        link = Path("..") / first[key].parent.name / path.name
+        tmp = path.with_name(f".{path.name}.link")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(link)
+        tmp.replace(path)
+        linked += 1
+    return linked
 
 
 def _grid_complete(sweep_dir: Path, root: Path) -> tuple[bool, str]:
@@ -69,7 +96,7 @@ def _grid_complete(sweep_dir: Path, root: Path) -> tuple[bool, str]:
 
 def publish(src: Path, dst: Path) -> dict:
     """Copy the committable part of ``src`` into ``dst``; returns counts of what happened."""
-    counts = {"runs": 0, "files": 0, "incomplete": 0, "sweeps": 0, "sweeps_pending": 0}
+    counts = {"runs": 0, "files": 0, "incomplete": 0, "sweeps": 0, "sweeps_pending": 0, "linked": 0}
     used_summaries = set()
     for kind in ("distill", "train"):
         base = src / kind
@@ -94,6 +121,7 @@ def publish(src: Path, dst: Path) -> dict:
             summary_dir = (record.get("summary") or {}).get("dir")
             if summary_dir:
                 used_summaries.add(Path(summary_dir).name)
+    counts["linked"] = _link_duplicates(dst)
     for name in sorted(used_summaries):
         for file in SUMMARY_FILES:
             path = src / "summaries" / name / file
@@ -116,7 +144,7 @@ def publish(src: Path, dst: Path) -> dict:
 
 
 def size_mb(root: Path) -> float:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 2**20
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink()) / 2**20
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,10 @@ def sweep(tmp_path_factory):
     env = make_env(root)
     proc = run_cli("td3.sweep", "-m", "+sweep=smoke", "threads=1", env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the smoke sweep's seed-0 summary evaluated under the other protocol: a second copy of it
+    other = run_cli("td3.distill", "+sweep=smoke", "threads=1", "seed=0", "evaluation.protocol=paper", env=env,
+                    timeout=900)
+    assert other.returncode == 0, other.stderr[-3000:]
     # a second sweep with an impossible point: its grid never completes
     bad = run_cli("td3.sweep", "-m", "+sweep=smoke", "threads=1", "seed=7", "summary.d1=20", env=env, timeout=900)
     assert bad.returncode == 1, bad.stderr[-3000:]
@@ -41,15 +45,20 @@ def test_publish_copies_the_small_complete_part_and_audits_clean(sweep, tmp_path
             "multirun.yaml"} <= names
     assert not names & {"best.pt", "last.pt", "state.pt"} and not list(dst.rglob("pool"))
     assert not list(dst.rglob(".submitit"))
-    # complete runs only: the smoke sweep's 4, its teacher, the random run of seed 7; not the failed td3 one
+    # complete runs only: the smoke sweep's 4, the paper-protocol run, its teacher, the random run of
+    # seed 7; not the failed td3 one
     published = [json.loads(p.read_text()) for p in dst.glob("*/*/record.json")]
     assert all(r["status"] == "complete" for r in published)
-    assert len([r for r in published if r["kind"] == "distill"]) == 5
+    assert len([r for r in published if r["kind"] == "distill"]) == 6
     failed = [p for p in src.glob("distill/*/record.json") if json.loads(p.read_text())["status"] == "failed"]
     assert len(failed) == 1 and not (dst / "distill" / failed[0].parent.name).exists()
     # one sweep complete (published), one not (its ledger left out)
     assert len(list(dst.glob("sweeps/*/*/multirun.yaml"))) == 1
     assert "1 complete sweeps (1 still running)" in proc.stdout
+    # the two protocols' runs of one summary hold one file: the second links to the first
+    links = [p for p in dst.glob("distill/*/summary.*") if p.is_symlink()]
+    assert sorted(p.name for p in links) == ["summary.inter", "summary.pt"] and all(p.read_bytes() == (p.parent / p.readlink()).read_bytes() for p in links)
+    assert all(str(p.readlink()).startswith("../") for p in links)
     audit = run_cli("td3.audit", str(dst), env=env, timeout=600)
     assert audit.returncode == 0 and "verdict: PASS" in audit.stdout, audit.stdout[-3000:]
     # again: nothing new to copy
