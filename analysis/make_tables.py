@@ -500,7 +500,7 @@ def figure4(sv: pd.DataFrame, ranking: str, protocol: str, path: Path, metric: s
     datasets = sorted(d["dataset"].dropna().unique())
     if not datasets:
         return False
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(6.4, 4.2 * len(datasets)), 3.8), squeeze=False)
     shown = set()
     for ax, dataset in zip(axes[0], datasets):
         dd = d[d["dataset"] == dataset]
@@ -526,7 +526,7 @@ def figure4(sv: pd.DataFrame, ranking: str, protocol: str, path: Path, metric: s
                       ls="--" if m == "full" else "-", label=METHOD_LABELS[m])
                for m in FIGURE_METHODS + ["full"] if m in shown]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(f"Figure 4: {metric} against summary size ({ranking} ranking, {protocol} evaluation)", fontsize=10)
+    fig.suptitle(f"Figure 4: {metric} against summary size\n({ranking} ranking, {protocol} evaluation)", fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120, metadata={"Software": None})
     plt.close(fig)
