@@ -190,9 +190,13 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` atomically, through a file object: saved to a path, torch names the
+    archive's inner folder after the (temporary, random) file name, so identical contents
+    would give different bytes, and a checkpoint's digest would never reproduce."""
     import torch
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
     return Path(path)
 
 

@@ -174,3 +174,20 @@ def test_corrupt_resume_checkpoint(env, tmp_path):
     (run_dir / "last.pt").write_bytes(b"not a checkpoint")
     proc = td3(*args, env=env)
     assert_one_clear_error(proc, "last.pt")
+
+
+def test_identical_runs_write_identical_files(env, tmp_path):
+    """Two runs of one config in two results roots: checkpoints and per-user metrics are
+    the same bytes (torch names a saved archive after its file name unless given a file
+    object, so the atomic write's temporary name would otherwise differ in every file)."""
+    dirs = []
+    for name in ("a", "b"):
+        root_env = {**env, "TD3_RESULTS_DIR": str(tmp_path / name)}
+        path = Path(td3(*SMALL, "train.epochs=3", "train.pool_epochs=[2,3]", env=root_env,
+                        check=True).stdout.strip().splitlines()[-1])
+        dirs.append(path.parent)
+    for rel in ("best.pt", "pool/epoch_002.pt", "pool/epoch_003.pt", "per_user.parquet"):
+        assert (dirs[0] / rel).read_bytes() == (dirs[1] / rel).read_bytes(), rel
+    one, two = (json.loads((d / "record.json").read_text()) for d in dirs)
+    assert one["signature"] == two["signature"]   # config.json differs: it names its results root
+    assert one["files"]["per_user.parquet"] == two["files"]["per_user.parquet"]
