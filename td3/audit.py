@@ -245,7 +245,7 @@ class Audit:
                 cfg = compose_config(job)
                 cfg["results_dir"] = str(self.root)
                 run_dir = run_dir_of(cfg)
-                if not records.is_complete(run_dir):
+                if not records.is_complete(run_dir, verify=False):  # seals: the "sealed" check
                     c.failures.append(f"{multirun.parent.parent.name}: grid point {' '.join(job)} has no complete "
                                       f"record ({run_dir.name})")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import platform
 import resource
@@ -24,6 +25,10 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
+
+from .errors import TD3Error
+
+log = logging.getLogger("td3.records")
 
 RECORD_SCHEMA = 1
 _UMASK = os.umask(0)
@@ -154,7 +159,12 @@ def exclusive(path: str | Path) -> Iterator[None]:
     while True:
         directory.mkdir(parents=True, exist_ok=True)
         handle = open(lock, "a")
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for %s: another process is making it (a launch of the same run, or of a "
+                     "run that shares this teacher or summary)", directory)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             current = os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino
         except FileNotFoundError:
@@ -235,9 +245,42 @@ def read_record(run_dir: str | Path) -> dict | None:
         return None
 
 
-def is_complete(run_dir: str | Path) -> bool:
+def seal_problem(run_dir: str | Path, record: dict) -> str:
+    """'' when a record and the files it seals are as they were written; else what changed.
+    Records written before seals existed have none and are taken as they are."""
+    if "seal" not in record:
+        return ""
+    if seal_of(record) != record["seal"]:
+        return "record.json was changed after it was written (its seal no longer matches)"
+    for name, digest in (record.get("files") or {}).items():
+        path = Path(run_dir) / name
+        if not path.is_file():
+            return f"{name}, which the record seals, is missing"
+        if file_sha256(path) != digest:
+            return f"{name} was changed after the record was written"
+    return ""
+
+
+def is_complete(run_dir: str | Path, verify: bool = True) -> bool:
+    """Whether the run in ``run_dir`` is done: its record says ``complete``.
+
+    With ``verify`` (what a launch relies on before skipping a run), a complete record must
+    also match its seal: a record or sealed file edited since raises ``TD3Error`` naming
+    it, rather than being trusted. A ``record.json`` that cannot be parsed (a damaged file:
+    records are written atomically) is said on stderr, and the run counts as not done."""
+    path = Path(run_dir) / RECORD_NAME
     record = read_record(run_dir)
-    return bool(record) and record.get("status") == "complete"
+    if record is None:
+        if verify and path.exists():
+            log.warning("%s cannot be read (damaged or truncated); the run is not complete and runs again", path)
+        return False
+    if record.get("status") != "complete":
+        return False
+    if verify:
+        problem = seal_problem(run_dir, record)
+        if problem:
+            raise TD3Error(f"{run_dir}: {problem}; move the run directory away to run it again")
+    return True
 
 
 # --------------------------------------------------------------- the record

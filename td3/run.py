@@ -104,7 +104,12 @@ def run(cfg: dict, report: Callable[[dict], None] | None = None) -> RunResult:
 
     sig = records.signature(cfg)
     run_dir = run_dir_of(cfg)
-    if records.is_complete(run_dir):
+    try:
+        done = records.is_complete(run_dir)
+    except TD3Error as exc:  # a complete record edited since: neither trusted nor overwritten
+        log.error("refused: %s", exc)
+        return RunResult("failed", str(run_dir), sig, error=str(exc))
+    if done:
         record = records.read_record(run_dir)
         log.info("complete, skipped: %s", run_dir)
         return RunResult("skipped", str(run_dir), sig, metrics=_test_metrics(record))

@@ -111,6 +111,37 @@ def test_killed_run_resumes_to_the_same_result(env, tmp_path):
     assert all(torch.equal(ref_best[k], res_best[k]) for k in ref_best)
 
 
+def test_a_record_edited_by_hand_is_not_trusted_and_a_damaged_one_is_said(env, tmp_path):
+    args = [*SMALL, "train.epochs=2", "train.pool_epochs=[1,2]"]
+    record_path = Path(td3(*args, env=env, check=True).stdout.strip().splitlines()[-1])
+    record = json.loads(record_path.read_text())
+    record["metrics"]["test"]["recbole100"]["NDCG@10"] = 0.99          # a better number, by hand
+    record_path.write_text(json.dumps(record))
+    edited = record_path.read_bytes()
+    proc = td3(*args, env=env)
+    assert_one_clear_error(proc, str(record_path.parent), "seal")
+    assert record_path.read_bytes() == edited                          # refused, not overwritten
+    record_path.write_bytes(edited[:200])                              # truncated
+    again = td3(*args, env=env, check=True)
+    assert "cannot be read" in again.stderr and str(record_path) in again.stderr
+    assert json.loads(record_path.read_text())["status"] == "complete"  # run again, whole
+
+
+def test_a_second_launch_of_a_running_config_says_it_waits(env):
+    args = [*SMALL, "train.epochs=40"]
+    first = subprocess.Popen([sys.executable, "-m", "td3.train", *args], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = Path(env["TD3_RESULTS_DIR"]) / "train"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(runs.glob("*/last.pt")):
+        time.sleep(0.05)
+    second = td3(*args, env=env, timeout=300)
+    first.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert "waiting for" in second.stderr and "another process is making it" in second.stderr
+    assert second.stdout.strip().splitlines()[-1].endswith("record.json")
+
+
 # ------------------------------------------------------------------ bad input
 
 
