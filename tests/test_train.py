@@ -145,6 +145,23 @@ def test_a_second_launch_of_a_running_config_says_it_waits(env):
 # ------------------------------------------------------------------ bad input
 
 
+@pytest.mark.parametrize("module, override, needles", [
+    ("td3.train", "nosuchkey=1", ["unknown setting 'nosuchkey'", "+nosuchkey="]),
+    ("td3.train", "model=sasrek", ["unknown model 'sasrek'", "known: bert4rec, gru4rec, narm, sasrec"]),
+    ("td3.distill", "dataset=foo", ["unknown dataset 'foo'", "ml-100k"]),
+    ("td3.train", "train.lr=fast", ["train.lr='fast'", "expected a number"]),
+    ("td3.distill", "summary.mu=ten", ["summary.mu='ten'", "expected an integer"]),
+    ("td3.distill", "distill.steps=12.5", ["distill.steps='12.5'", "expected an integer"]),
+    ("td3.distill", "distill.inner.alt=maybe", ["distill.inner.alt='maybe'", "true or false"]),
+])
+def test_bad_overrides_get_one_line(env, tmp_path, module, override, needles):
+    """Hydra's own report is several lines and exit 1, a wrongly typed value a TypeError deep
+    in the run: each is one td3 line and exit 2, before any work."""
+    proc = run_cli(module, override, "progress=false", env=env, timeout=120)
+    assert_one_clear_error(proc, *needles)
+    assert files_under(tmp_path / "runs") == [] and files_under(tmp_path / "data") == []
+
+
 def test_unknown_dataset(env, tmp_path):
     proc = td3("dataset.name=no-such-data", env=env)
     assert_one_clear_error(proc, "no-such-data", "ml-100k")
