@@ -120,6 +120,11 @@ def hydra_command(config_name: str) -> Callable[[Callable[[dict], object]], Call
                 return task(config)
             except TD3Error as exc:
                 fail(str(exc))
+            except OSError as exc:  # a results or data directory that cannot be written
+                if exc.filename is None:
+                    raise
+                fail(f"cannot write {exc.filename}: {exc.strerror or exc} (is TD3_RESULTS_DIR / TD3_DATA_DIR "
+                     f"a writable directory with free space?)")
 
         app = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(run)
 

@@ -139,6 +139,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, read-only: name the file being written, not the temporary one
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -156,6 +159,8 @@ def exclusive(path: str | Path) -> Iterator[None]:
     directory = Path(path)
     lock = directory / ".lock"
     created = not directory.exists()
+    # the directories this call creates (the run's and any missing parent, e.g. results/train)
+    made = [p for p in (directory, *directory.parents) if not p.exists()]
     while True:
         directory.mkdir(parents=True, exist_ok=True)
         handle = open(lock, "a")
@@ -179,7 +184,8 @@ def exclusive(path: str | Path) -> Iterator[None]:
             if [p.name for p in directory.iterdir()] == [".lock"]:
                 lock.unlink()
                 if created:
-                    directory.rmdir()
+                    for made_dir in made:  # innermost first; stops at one another process uses
+                        made_dir.rmdir()
         except OSError:
             pass
         finally:
@@ -205,8 +211,13 @@ def torch_save(obj: Any, path: str | Path) -> Path:
     would give different bytes, and a checkpoint's digest would never reproduce."""
     import torch
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save(obj, handle)
+        except RuntimeError as exc:  # torch's zip writer wraps the OSError (e.g. disk full)
+            if not isinstance(exc.__context__, OSError):
+                raise
+            raise exc.__context__ from exc
     return Path(path)
 
 

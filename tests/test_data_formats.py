@@ -141,7 +141,7 @@ def test_csv_quoted_field_with_comma_goes_through_the_slow_path(tmp_path):
 
 
 def test_windows_line_endings_and_blank_lines(tmp_path):
-    text = "1\t2\t3\t4\r\n\r\n5\t6\t7\t8\r\n"
+    text = "1\t2\t3\t4\r\n\r\n5\t6\t4\t8\r\n"
     frame = read_interactions(write(tmp_path / "u.data", text), "ml-100k")
     assert list(frame["item"]) == ["2", "6"] and frame["timestamp"].tolist() == [4.0, 8.0]
 
@@ -164,6 +164,11 @@ def many_good_rows(n):
     ("1\t2\t3\tnan", r"u\.data:57: timestamp 'nan' is not a finite number"),
     ("\t2\t3\t4", r"u\.data:57: empty user id"),
     ("1\t\t3\t4", r"u\.data:57: empty item id"),
+    # values the format cannot hold, named by file and line too
+    ("-3\t2\t3\t4", r"u\.data:57: user id '-3' is not a positive integer"),
+    ("1\tx7\t3\t4", r"u\.data:57: item id 'x7' is not a positive integer"),
+    ("1\t2\t3\t-4", r"u\.data:57: timestamp -4.0 is negative"),
+    ("1\t2\t9\t4", r"u\.data:57: rating 9.0 is outside 1..5"),
 ])
 def test_malformed_row_names_file_and_line(tmp_path, bad_line, message):
     lines = u_data_text(many_good_rows(100)).splitlines()
@@ -171,6 +176,15 @@ def test_malformed_row_names_file_and_line(tmp_path, bad_line, message):
     path = write(tmp_path / "u.data", "\n".join(lines) + "\n")
     with pytest.raises(DataError, match=message):
         read_interactions(path, "ml-100k")
+
+
+def test_a_binary_file_is_named_as_such_without_echoing_its_bytes(tmp_path):
+    path = write(tmp_path / "ml-100k.inter", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    with pytest.raises(DataError) as info:
+        read_interactions(path, "atomic")
+    message = str(info.value)
+    assert "not a text file (a NUL byte at offset 8)" in message and "\x00" not in message
+    assert message.isprintable()
 
 
 def test_malformed_row_line_number_counts_the_atomic_header(tmp_path):

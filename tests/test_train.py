@@ -201,11 +201,43 @@ def test_impossible_config(env, tmp_path, override, needle):
     assert files_under(tmp_path / "runs") == []
 
 
+def test_a_results_directory_that_cannot_be_written(env, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    proc = td3(*SMALL, env={**env, "TD3_RESULTS_DIR": str(blocker / "runs")})
+    assert_one_clear_error(proc, "cannot write", str(blocker))
+    assert blocker.read_text() == "not a directory"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 200 KB tmpfs: room for a checkpoint or two of SMALL's model, not for a run."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (root in a privileged container is needed): {proc.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_gives_one_line_and_leaves_nothing_half_written(env, tiny_disk):
+    proc = td3(*SMALL, env={**env, "TD3_RESULTS_DIR": str(tiny_disk / "runs")})
+    line = assert_one_clear_error(proc, "cannot write", "No space left on device")
+    assert str(tiny_disk) in line and ".tmp" not in line          # names the file, not its temporary
+    files = files_under(tiny_disk)
+    assert not [p for p in files if p.name.endswith(".tmp")]
+    for checkpoint in (p for p in files if p.suffix == ".pt"):    # what was written is whole
+        assert isinstance(torch.load(checkpoint, weights_only=False), dict)
+    assert not [p for p in files if p.name == "record.json"]
+
+
 def test_dataset_too_small(env, tmp_path):
     # 120 items, but each user needs 100 never-seen items as negatives.
     proc = td3(*SMALL, "dataset.num_items=120", env=env)
     assert_one_clear_error(proc, "100")
-    assert files_under(tmp_path / "runs") == []
+    assert not (tmp_path / "runs").exists()   # not even an empty results/train directory
 
 
 def test_diverging_run_fails_with_a_record(env, tmp_path):

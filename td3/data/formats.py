@@ -54,6 +54,9 @@ class TextLayout:
     required: tuple[str, ...] = ("user", "item", "timestamp")
     timestamp_divisor: float = 1.0    # file units per second (Amazon 2023: milliseconds)
     archive_members: tuple[str, ...] = ()   # member base names or '*.suffix' patterns
+    integer_ids: bool = False         # user and item ids are positive integers (MovieLens)
+    rating_range: tuple[float, float] | None = None   # ratings the format can hold
+    nonnegative_time: bool = True     # Unix times: never before 1970
 
     def describe_separator(self) -> str:
         return {"\t": "TAB", ",": "comma", "::": "'::'"}.get(self.separator, repr(self.separator))
@@ -72,18 +75,18 @@ LAYOUTS: dict[str, TextLayout] = {
         archive_members=("*.inter",)),
     "ml-100k": TextLayout(
         "ml-100k", "\t", quoted=False, roles=("user", "item", "rating", "timestamp"),
-        archive_members=("u.data",)),
+        archive_members=("u.data",), integer_ids=True, rating_range=(1, 5)),
     "ml-1m": TextLayout(
         "ml-1m", "::", quoted=False, roles=("user", "item", "rating", "timestamp"),
-        archive_members=("ratings.dat",)),
+        archive_members=("ratings.dat",), integer_ids=True, rating_range=(1, 5)),
     "amazon-2018": TextLayout(
         "amazon-2018", ",", quoted=True, roles=("item", "user", "rating", "timestamp"),
-        archive_members=("*.csv",)),
+        archive_members=("*.csv",), rating_range=(1, 5)),
     "amazon-2023": TextLayout(
         "amazon-2023", ",", quoted=True, header="plain",
         header_names={"user": ("user_id",), "item": ("parent_asin", "item_id", "asin"),
                       "rating": ("rating",), "timestamp": ("timestamp",)},
-        timestamp_divisor=1000.0,
+        timestamp_divisor=1000.0, rating_range=(1, 5),
         archive_members=("*.csv",)),
 }
 # Epinions is distributed by RecBole as an atomic file (with an extra price column).
@@ -172,6 +175,10 @@ class _Plan:
 
 def parse_text(data: bytes, where: str, layout: TextLayout) -> pd.DataFrame:
     """Bytes of one file -> the common table. ``where`` names the file in messages."""
+    nul = data.find(b"\x00", 0, 1 << 16)
+    if nul >= 0:  # a text format never holds NUL: say so rather than echo binary bytes
+        raise DataError(f"{where}: not a text file (a NUL byte at offset {nul}); expected the "
+                        f"{layout.name!r} format's text lines")
     if layout.separator == "::":
         # pandas' C parser takes one-character separators only; '::' never occurs inside
         # an ML-1M field, so a TAB stands in for it (the slow path still splits on '::').
@@ -187,7 +194,36 @@ def parse_text(data: bytes, where: str, layout: TextLayout) -> pd.DataFrame:
         frame = _slow_parse(data, where, plan, layout)
     if len(frame) == 0:
         raise DataError(f"{where}: no interactions (empty file)")
+    _check_fields(frame, data, where, plan, layout)
     return _to_common_table(frame, layout)
+
+
+def _check_fields(frame: pd.DataFrame, data: bytes, where: str, plan: _Plan, layout: TextLayout) -> None:
+    """Ids and values the format cannot hold, named by file and line (whole columns at
+    once; the line is looked up only for the first bad row)."""
+    bad = np.zeros(len(frame), dtype=bool)
+    reasons = []
+    if layout.integer_ids:
+        for column in ("user", "item"):
+            wrong = ~frame[column].astype(str).str.fullmatch(r"[1-9][0-9]*").to_numpy()
+            reasons.append((wrong, f"{column} id {{value!r}} is not a positive integer", column))
+    if layout.rating_range is not None and "rating" in frame:
+        low, high = layout.rating_range
+        r = frame["rating"].to_numpy()
+        reasons.append(((r < low) | (r > high), f"rating {{value!r}} is outside {low:g}..{high:g}", "rating"))
+    if layout.nonnegative_time:
+        reasons.append((frame["timestamp"].to_numpy() < 0, "timestamp {value!r} is negative", "timestamp"))
+    for wrong, message, column in reasons:
+        bad |= wrong
+    if not bad.any():
+        return
+    row = int(np.flatnonzero(bad)[0])
+    line = next(number for i, (number, _) in enumerate(_iter_data_lines(data, plan)) if i == row)
+    for wrong, message, column in reasons:
+        if wrong[row]:
+            value = frame[column].iloc[row]
+            value = value.item() if hasattr(value, "item") else value
+            raise DataError(f"{where}:{line}: " + message.format(value=value))
 
 
 def _plan(data: bytes, where: str, layout: TextLayout) -> _Plan:
@@ -215,9 +251,10 @@ def _plan(data: bytes, where: str, layout: TextLayout) -> _Plan:
     missing = [c for c in layout.required if c not in positions]
     if missing:
         wanted = ", ".join(layout.header_names[c][0] for c in missing)
+        shown = ", ".join(repr(f[:40]) for f in fields[:12]) + (", ..." if len(fields) > 12 else "")
         raise DataError(
             f"{where}:1: header lacks required field(s) {wanted} for format "
-            f"{layout.name!r}; header fields: {', '.join(fields)}")
+            f"{layout.name!r}; header fields: {shown}")
     return _Plan(len(fields), positions, 1)
 
 
