@@ -216,7 +216,8 @@ class Teacher:
             # Early stopping ended the teacher before the pool's last epoch: use what there is.
             self.pool_note = (f"pool has {len(self.pool)} of the {hi - lo + 1} checkpoints asked "
                               f"(epochs {lo}..{hi}; the teacher stopped at epoch {self.record['epochs_run']})")
-            warnings.warn(self.pool_note)
+            if cfg["distill"].get("init_from", "pool") == "pool" and cfg["method"] in SUMMARY_METHODS:
+                warnings.warn(self.pool_note)  # (a run that never draws from the pool need not hear of it)
         if not self.pool:
             self.pool = [self.model.state_dict()]
             self.pool_note = (self.pool_note or "") + "; the pool is empty, learners start from the teacher itself"
@@ -567,9 +568,25 @@ def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: 
     return summary, info
 
 
+def headline(record: dict) -> list[str]:
+    """The figures a run ends with: test NDCG@10 and HR@10 per evaluated learner, under the
+    paper's ranking protocol and full ranking."""
+    lines = []
+    for model, metrics in (record.get("metrics_by_model") or {}).items():
+        test = metrics.get("test", {})
+        parts = [f"{p} NDCG@10 {test[p]['NDCG@10']:.4f} HR@10 {test[p]['HR@10']:.4f}"
+                 for p in ("recbole100", "full") if p in test]
+        lines.append(f"{record.get('method')} {model}: " + ", ".join(parts))
+    return lines
+
+
 @hydra_command("distill")
 def _main(cfg: dict) -> None:
-    print(distill(cfg), flush=True)
+    path = distill(cfg)
+    record = records.read_record(path.parent) or {}
+    for line in headline(record):
+        print(line, flush=True)
+    print(path, flush=True)
 
 
 def main() -> None:

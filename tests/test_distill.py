@@ -116,6 +116,12 @@ def test_td3_run_record_summary_and_teacher_reuse(shared, dataset, td3_run):
     run_dir = path.parent
     # teacher training, the outer loop and the evaluation learner, without torch's compiler
     assert_no_compiler_import(proc)
+    # the headline figures, then the record's path last
+    out = proc.stdout.strip().splitlines()
+    test = record["metrics"]["test"]
+    assert out[-2] == (f"td3 sasrec: recbole100 NDCG@10 {test['recbole100']['NDCG@10']:.4f} HR@10 "
+                       f"{test['recbole100']['HR@10']:.4f}, full NDCG@10 {test['full']['NDCG@10']:.4f} "
+                       f"HR@10 {test['full']['HR@10']:.4f}") and out[-1] == str(path)
     assert record["status"] == "complete" and record["kind"] == "distill" and record["method"] == "td3"
     assert run_dir.name == f"synthetic-td3-{MU}x{ZETA}-{record['signature']}"
     assert run_dir.parent == Path(shared["TD3_RESULTS_DIR"]) / "distill"

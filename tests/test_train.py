@@ -162,6 +162,16 @@ def test_bad_overrides_get_one_line(env, tmp_path, module, override, needles):
     assert files_under(tmp_path / "runs") == [] and files_under(tmp_path / "data") == []
 
 
+@pytest.mark.parametrize("module, words", [("td3.train", ["Full-data training", "model="]),
+                                           ("td3.distill", ["method=", "td3.sweep"])])
+def test_help_says_what_the_command_does(module, words):
+    proc = run_cli(module, "--help", env=None, timeout=120)
+    assert proc.returncode == 0
+    for needle in [*words, "Main choices", "dataset=", "TD3_RESULTS_DIR", "Examples", f"python -m {module} "]:
+        assert needle in proc.stdout, needle
+    assert "== Configuration groups ==" not in proc.stdout and "sweep/ray" not in proc.stdout
+
+
 def test_unknown_dataset(env, tmp_path):
     proc = td3("dataset.name=no-such-data", env=env)
     assert_one_clear_error(proc, "no-such-data", "ml-100k")
