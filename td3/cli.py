@@ -22,6 +22,7 @@ from typing import Callable
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from . import stop
 from .errors import TD3Error
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -117,7 +118,11 @@ def hydra_command(config_name: str) -> Callable[[Callable[[dict], object]], Call
             except Exception as exc:  # an interpolation that cannot resolve is the user's config
                 fail(f"config does not resolve: {exc}")
             try:
-                return task(config)
+                with stop.handlers():
+                    return task(config)
+            except stop.Stopped as exc:
+                print(f"td3: {exc}", file=sys.stderr, flush=True)
+                sys.exit(128 + exc.signum)
             except TD3Error as exc:
                 fail(str(exc))
             except OSError as exc:  # a results or data directory that cannot be written

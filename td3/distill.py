@@ -36,7 +36,7 @@ from omegaconf import OmegaConf
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from . import baselines, records, summary_training
+from . import baselines, records, stop, summary_training
 from .cli import CONF_DIR, hydra_command
 from .data import load_dataset, training_windows
 from .errors import ConfigError, TrainingError
@@ -528,7 +528,8 @@ def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: 
             weight_decay=d["validate_weight_decay"], alt=d["inner"]["alt"], alt_low=d["inner"]["alt_low"],
             alt_weight=d["inner"].get("alt_weight", 1.0), seed=seed, max_len=cfg["max_len"], select="last",
             eval_protocols=(summary_training.SELECT_PROTOCOL,), protocol=d["validate_protocol"],
-            teacher_item_embedding=teacher.item_embedding if paper else None, device=device)
+            teacher_item_embedding=teacher.item_embedding if paper else None, device=device,
+            stoppable=False)   # a stop waits for the outer step's checkpoint
         return result.valid.metrics[summary_training.SELECT_PROTOCOL][summary_training.SELECT_METRIC]
 
     step_seconds = []
@@ -550,8 +551,9 @@ def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: 
                 if score > state["best_score"]:
                     state.update(best_score=score, best_step=state["step"])
                     best_state = {k: v.detach().clone() for k, v in summary.state_dict().items()}
-            if state["step"] % d["checkpoint_every"] == 0 and not last:
+            if (state["step"] % d["checkpoint_every"] == 0 or stop.requested()) and not last:
                 records.torch_save({**engine.state_dict(), "state": state, "best_summary": best_state}, ckpt)
+                stop.check(f"after outer step {state['step']} (checkpoint {ckpt})")
             bar.update(1)
             val = state["validations"][-1]["valid_MRR@10"] if state["validations"] else float("nan")
             bar.set_postfix(ce=f"{entry['ce']:.3f}", fsa=f"{entry['fsa']:.3f}", val=f"{val:.4f}")

@@ -40,6 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from td3.data import training_windows
+from td3 import stop
 from td3.errors import ConfigError, TrainingError
 from td3.evaluate import PROTOCOLS as RANKINGS, EvalResult, evaluate, protocol_problems
 from td3.losses import summary_loss
@@ -202,7 +203,7 @@ def _seeds(seed: int) -> tuple[int, int]:
 # ------------------------------------------------------------------ shared loop
 def _fit(model, data, run_epoch: Callable[[int], float], *, epochs: int, select: str, eval_every: int,
          max_len: int, eval_protocols: Sequence[str], exclude_history: bool, device, progress: bool,
-         desc: str) -> SummaryTrainingResult:
+         desc: str, stoppable: bool = True) -> SummaryTrainingResult:
     """Run ``epochs`` epochs, keep the selected state, evaluate it on valid and test."""
     start = time.perf_counter()
     history: list[dict] = []
@@ -222,6 +223,8 @@ def _fit(model, data, run_epoch: Callable[[int], float], *, epochs: int, select:
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             entry["seconds"] = round(time.perf_counter() - t0, 3)
             history.append(entry)
+            if stoppable:
+                stop.check(f"while training a learner on the summary (epoch {epoch}; it starts over)")
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
     if best_state is not None:
@@ -248,8 +251,11 @@ def train_on_summary(S: torch.Tensor, data, model_name: str, model_options: dict
                      freeze_item_embedding: bool = False, select: str = "best_valid",
                      eval_protocols: Sequence[str] = RANKINGS, eval_every: int = 1,
                      exclude_history: bool = False, device=None,
-                     progress: bool = False) -> SummaryTrainingResult:
+                     progress: bool = False, stoppable: bool = True) -> SummaryTrainingResult:
     """Train a fresh learner on the summary S (μ, ζ, |V|) and evaluate it on the real data.
+
+    ``stoppable``: a stop request (``td3.stop``) ends the training at its next epoch;
+    a caller with a better place to stop (the distillation's validation) says False.
 
     Each epoch is one pass over the μ rows of S in a seeded random order, in batches of
     ``batch_size`` rows, with ``summary_loss``. S is treated as data: detached, float32.
@@ -288,7 +294,7 @@ def train_on_summary(S: torch.Tensor, data, model_name: str, model_options: dict
 
     return _fit(model, data, run_epoch, epochs=epochs, select=select, eval_every=eval_every,
                 max_len=max_len, eval_protocols=eval_protocols, exclude_history=exclude_history,
-                device=device, progress=progress,
+                device=device, progress=progress, stoppable=stoppable,
                 desc=f"summary->{model_name}")
 
 

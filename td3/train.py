@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import records
+from . import records, stop
 from .cli import hydra_command
 from .data import load_dataset, training_windows
 from .errors import ConfigError, TrainingError
@@ -212,6 +212,7 @@ def _train(cfg: dict, sig: str, run_dir: Path) -> Path:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", **{select_metric: f"{score:.4f}"},
                             best=f"{state['best_score']:.4f}@{state['best_epoch']}")
+            stop.check(f"after training epoch {epoch} (checkpoint {last})")
             if state["bad_epochs"] >= t["patience"]:
                 break
     except TrainingError as exc:

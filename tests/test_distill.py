@@ -310,6 +310,46 @@ def test_higher_backend_matches_func_through_the_cli(shared):
 KILL = [*SMALL, "distill.outer.batch_size=400", "distill.steps=16", "distill.window=4"]  # ~19 outer steps
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The KILL config run to its end once: (results env, record) to compare resumed runs with."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    env = make_env(root)
+    path, record = record_of(run(*KILL, env=env, check=True))
+    return env, record
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_run_checkpoints_at_its_next_step_and_resumes_bitwise(tmp_path, uninterrupted, signum):
+    """SIGTERM or Ctrl-C: the run finishes its outer step, saves it, says so in one line and
+    exits 128 + the signal; rerun, it ends exactly as the uninterrupted run."""
+    _, a = uninterrupted
+    env = make_env(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "td3.distill", *KILL], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    summaries = tmp_path / "runs" / "summaries"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None and not list(summaries.glob("*/state.pt")):
+            time.sleep(0.02)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signum, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"td3: stopped by {signal.Signals(signum).name} after outer step ") and "Traceback" not in err
+    stopped_at = int(last.split("after outer step ")[1].split()[0])
+    state = next(summaries.glob("*/state.pt"))
+    assert torch.load(state, weights_only=False)["state"]["step"] == stopped_at >= 2
+    assert not list((tmp_path / "runs" / "distill").glob("*/record.json"))   # no failed record
+    path, b = record_of(run(*KILL, env=env, check=True))
+    assert b["status"] == "complete" and b["metrics"] == a["metrics"]
+    assert history_of(b) == history_of(a)
+    assert b["distill"]["validations"] == a["distill"]["validations"]
+
+
 def test_killed_run_resumes_bitwise(tmp_path, dataset):
     """Run A uninterrupted, then (same results dir, so the teacher is reused; A's run moved
     aside) run B killed with SIGKILL after a checkpoint at step >= 4 and relaunched."""

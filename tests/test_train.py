@@ -111,6 +111,24 @@ def test_killed_run_resumes_to_the_same_result(env, tmp_path):
     assert all(torch.equal(ref_best[k], res_best[k]) for k in ref_best)
 
 
+def test_sigterm_stops_after_the_epoch_and_the_run_resumes_to_the_same_result(env, tmp_path):
+    args = [*SMALL, "train.epochs=8"]
+    reference_env = {**env, "TD3_RESULTS_DIR": str(tmp_path / "reference")}
+    reference = json.loads(Path(td3(*args, env=reference_env, check=True).stdout.strip().splitlines()[-1]).read_text())
+    proc = subprocess.Popen([sys.executable, "-m", "td3.train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = tmp_path / "runs" / "train"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list(runs.glob("*/last.pt")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("td3: stopped by SIGTERM after training epoch ")
+    resumed = json.loads(Path(td3(*args, env=env, check=True).stdout.strip().splitlines()[-1]).read_text())
+    assert resumed["metrics"] == reference["metrics"]
+
+
 def test_a_record_edited_by_hand_is_not_trusted_and_a_damaged_one_is_said(env, tmp_path):
     args = [*SMALL, "train.epochs=2", "train.pool_epochs=[1,2]"]
     record_path = Path(td3(*args, env=env, check=True).stdout.strip().splitlines()[-1])
