@@ -203,13 +203,13 @@ class Teacher:
             raise TrainingError(f"teacher checkpoint missing: {best}")
         self.model = build_model(cfg["model"]["name"], num_items, max_len=cfg["max_len"],
                                  **model_options(cfg["model"])).to(device)
-        self.model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
+        self.model.load_state_dict(self._load(best, device))
         self.model.eval().requires_grad_(False)
         self.pool_paths = [self.run_dir / p for p in self.record["checkpoints"]["pool"]]
         missing = [p for p in self.pool_paths if not p.is_file()]
         if missing:
             raise TrainingError(f"init pool checkpoint missing: {missing[0]}")
-        self.pool = [torch.load(p, map_location=device, weights_only=True) for p in self.pool_paths]
+        self.pool = [self._load(p, device) for p in self.pool_paths]
         lo, hi = cfg["train"]["pool_epochs"]
         self.pool_note = None
         if len(self.pool) < hi - lo + 1:
@@ -221,6 +221,14 @@ class Teacher:
         if not self.pool:
             self.pool = [self.model.state_dict()]
             self.pool_note = (self.pool_note or "") + "; the pool is empty, learners start from the teacher itself"
+
+    def _load(self, path: Path, device) -> dict:
+        """A checkpoint of the teacher's run, or one line saying it is damaged and what to do."""
+        try:
+            return torch.load(path, map_location=device, weights_only=True)
+        except Exception as exc:  # truncated, overwritten, not a checkpoint at all
+            raise TrainingError(f"teacher checkpoint {path} cannot be read ({type(exc).__name__}); move the "
+                                f"teacher's run directory {self.run_dir} away to train it again") from exc
 
     @property
     def item_embedding(self) -> torch.Tensor:

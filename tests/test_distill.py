@@ -624,11 +624,20 @@ def test_corrupt_state_and_missing_pool_checkpoint(diverged):
     path.unlink()
     (run_dir / "state.pt").unlink()
     teacher = json.loads((teacher_dir / "record.json").read_text())
+    damaged = teacher_dir / teacher["checkpoints"]["pool"][0]
+    damaged.write_bytes(damaged.read_bytes()[:100])  # a truncated pool checkpoint
+    proc = run(*args, env=env)
+    assert_one_clear_error(proc, str(damaged), "cannot be read", "train it again")
+    assert not path.exists()  # refused while loading the teacher, before any distillation
     missing = teacher_dir / teacher["checkpoints"]["pool"][1]
     missing.unlink()
     proc = run(*args, env=env)
-    assert_one_clear_error(proc, str(missing))
-    assert not path.exists()  # refused while loading the teacher, before any distillation
+    assert_one_clear_error(proc, str(missing), "missing")
+    assert not path.exists()
+
+    (teacher_dir / "best.pt").write_bytes(b"\x00" * 64)  # the teacher itself, overwritten
+    proc = run(*args, env=env)
+    assert_one_clear_error(proc, str(teacher_dir / "best.pt"), "cannot be read")
 
 
 def test_two_thread_meta_gradients_repeat_bitwise(tmp_path, monkeypatch):
