@@ -668,3 +668,13 @@ def test_two_thread_meta_gradients_repeat_bitwise(tmp_path, monkeypatch):
     assert len(grads[0]) == 3 and all(g.abs().sum() > 0 for g in grads[0])  # U, T, G
     for a, b in zip(*grads):
         assert torch.equal(a, b), (a - b).abs().max().item()
+
+
+@pytest.mark.slow
+def test_sigkills_at_random_moments_resume_to_identical_files():
+    """benchmarks/kill_resume.py with a few kills (the closing figure is its 20-kill run)."""
+    proc = subprocess.run([sys.executable, "benchmarks/kill_resume.py", "--kills", "3", "--seed", "7"], cwd=REPO,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    identical, kills = proc.stdout.strip().splitlines()[-1].split()[0].split("/")
+    assert int(kills) >= 1 and identical == kills, proc.stdout
