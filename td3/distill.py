@@ -314,7 +314,8 @@ def _distill(cfg: dict, sig: str, run_dir: Path, report) -> Path:
                 else:
                     with timer("distill"):
                         summary, info = learn_summary(cfg, data, teacher, summary_dir, device, report)
-                    info["seconds"] = timer.seconds["distill"]
+                    # info["seconds"]: the outer loop's time over every attempt (checkpointed), not
+                    # this process's alone; up to checkpoint_every steps lost to a kill are not in it
                     summary.save(summary_dir / "summary.pt")
                     summary.export_inter(summary_dir / "summary.inter", item_ids=data.item_ids)
                     records.write_json(summary_dir / "distill.json", info)
@@ -544,6 +545,7 @@ def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: 
     bar = tqdm(total=engine.total_steps, initial=state["step"], desc=f"distill {data.name}/{cfg['method']}",
                disable=not cfg.get("progress", True), dynamic_ncols=True, unit="step")
     try:
+        state["attempts"] = state.get("attempts", 0) + 1
         for step in range(state["step"], engine.total_steps):
             t0 = time.perf_counter()
             entry = engine.step(step)
@@ -559,6 +561,8 @@ def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: 
                 if score > state["best_score"]:
                     state.update(best_score=score, best_step=state["step"])
                     best_state = {k: v.detach().clone() for k, v in summary.state_dict().items()}
+            # wall time of the distillation over every attempt (a resumed run counts its earlier ones)
+            state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - t0
             if (state["step"] % d["checkpoint_every"] == 0 or stop.requested()) and not last:
                 records.torch_save({**engine.state_dict(), "state": state, "best_summary": best_state}, ckpt)
                 stop.check(f"after outer step {state['step']} (checkpoint {ckpt})")
@@ -574,6 +578,7 @@ def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: 
             "targets_per_batch": round(engine.windows_per_batch * engine.targets_per_window),
             "best_step": state["best_step"], "best_valid_MRR@10": state["best_score"],
             "validations": state["validations"], "history": state["history"],
+            "seconds": round(state.get("seconds", 0.0), 3), "attempts": state.get("attempts", 1),
             "seconds_per_outer_step": round(float(np.median(step_seconds)), 3) if step_seconds else None}
     return summary, info
 

@@ -347,6 +347,8 @@ def test_a_stopped_run_checkpoints_at_its_next_step_and_resumes_bitwise(tmp_path
     path, b = record_of(run(*KILL, env=env, check=True))
     assert b["status"] == "complete" and b["metrics"] == a["metrics"]
     assert history_of(b) == history_of(a)
+    # its distillation time counts both attempts: the two are written in its record
+    assert b["distill"]["attempts"] == 2 and a["distill"]["attempts"] == 1 and b["distill"]["seconds"] > 0
     assert b["distill"]["validations"] == a["distill"]["validations"]
 
 
