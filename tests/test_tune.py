@@ -19,9 +19,30 @@ from cli_helpers import REPO, run_cli
 import slurm_cluster
 from test_sweep import make_env, records_under
 
-# `ray stop --force` (here and in slurm/ray-tune.sbatch) stops every Ray process on the
-# machine: these tests share the SLURM tests' xdist worker, so they never overlap.
+# Ray clusters started here are stopped by td3.ray_stop, which stops only the
+# cluster of one --temp-dir (`ray stop` would stop every Ray on the machine). The tests share
+# the SLURM tests' xdist worker all the same: two Ray heads at once are heavy on 2 cores.
 pytestmark = pytest.mark.xdist_group("slurm")
+STOP_OWN = [sys.executable, "-m", "td3.ray_stop"]
+
+
+def start_head(temp: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
+    """``ray start --head`` on 127.0.0.1 under ``temp``, retried as slurm/ray-tune.sbatch does
+    (a busy machine can kill a head while it starts)."""
+    for attempt in range(3):
+        start = subprocess.run(["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
+                                "--num-cpus=1", f"--temp-dir={temp}", "--disable-usage-stats", *extra],
+                               env=env, capture_output=True, text=True, timeout=300)
+        if start.returncode == 0:
+            return start
+        subprocess.run([*STOP_OWN, str(temp)], capture_output=True, timeout=120)
+    return start
+
+
+def processes_under(temp: Path) -> list[int]:
+    """Processes of the Ray node under ``temp`` (as td3.ray_stop finds them)."""
+    from td3.ray_stop import holding
+    return holding(str(temp))
 
 
 def free_port() -> int:
@@ -78,18 +99,12 @@ def test_slurm_and_ray_tune_sweeps_give_the_same_records_and_skip_what_is_comple
 
 @pytest.mark.slow
 def test_ray_job_submit_against_a_running_cluster(tmp_path):
-    port, dashboard = free_port(), free_port()
+    dashboard = free_port()
     env = make_env(tmp_path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
                    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     temp = Path("/tmp") / f"td3r-{secrets.token_hex(4)}"  # Ray's socket paths must stay short
-    for attempt in range(3):  # as slurm/ray-tune.sbatch: a busy machine can kill a head at start
-        start = subprocess.run(["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                                "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                                "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
-                               env=env, capture_output=True, text=True, timeout=300)
-        if start.returncode == 0:
-            break
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+    start = start_head(temp, env, "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                       f"--dashboard-port={dashboard}")
     assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
     try:
         runtime_env = {"env_vars": {k: v for k, v in env.items() if k.startswith("TD3_")}}
@@ -101,7 +116,7 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
         assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-2000:]
         assert "succeeded" in job.stdout.lower(), job.stdout[-2000:]
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        subprocess.run([*STOP_OWN, str(temp)], capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)
     recs = records_under(tmp_path)
     assert len(recs) == 1 and next(iter(recs.values()))["status"] == "complete"
@@ -134,3 +149,24 @@ def test_ray_cluster_yamls_pass_rays_own_schema(name):
     config = yaml.safe_load((REPO / "sweeps" / "ray" / name).read_text())
     validate_config(prepare_config(config))  # raises on an invalid cluster file
     assert any("td3" in c for c in config["setup_commands"])
+
+
+@pytest.mark.slow
+def test_stopping_one_ray_cluster_leaves_another_running(tmp_path):
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    ours, theirs = (Path("/tmp") / f"td3r-{secrets.token_hex(4)}" for _ in range(2))
+    try:
+        for temp in (ours, theirs):
+            start = start_head(temp, env, "--include-dashboard=false")
+            assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
+        before = processes_under(theirs)
+        assert processes_under(ours) and before
+        stop = subprocess.run([*STOP_OWN, str(ours)], capture_output=True, text=True, timeout=120)
+        assert stop.returncode == 0 and "stopped" in stop.stdout
+        assert processes_under(ours) == []
+        assert processes_under(theirs) == before   # untouched, every process of it
+    finally:
+        for temp in (ours, theirs):
+            subprocess.run([*STOP_OWN, str(temp)], capture_output=True, timeout=120)
+            shutil.rmtree(temp, ignore_errors=True)
