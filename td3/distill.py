@@ -173,6 +173,37 @@ def item_table_width(options: dict) -> int | None:
 SUMMARY_KEYS = ("method", "seed", "teacher_seed", "max_len", "dataset", "model", "train", "summary", "distill")
 
 
+def _cached_summary(summary_dir: Path, device, teacher) -> tuple | None:
+    """The summary another run already distilled in ``summary_dir`` with its ``distill.json``,
+    or None when there is none or it cannot be read: a damaged cache (a truncated or
+    overwritten file) is distilled again, which gives the same bytes, after one warning. A
+    readable summary built on another teacher item table stays an error (the teacher's runs
+    disagree: something is wrong that distilling again would hide)."""
+    marker = summary_dir / "distill.json"  # written last: the summary is complete
+    if not marker.is_file():
+        return None
+    try:
+        info = json.loads(marker.read_text())
+        if not isinstance(info, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        log.warning("the cached summary's %s cannot be read (%s): distilling it again", marker, exc)
+        marker.unlink()
+        return None
+    from .summary import Summary
+
+    try:
+        summary = Summary.load(summary_dir / "summary.pt", map_location=device,
+                               shared={"V": teacher.item_embedding[1:]})
+    except TrainingError as exc:
+        if "cannot be read" not in str(exc) and "is not a td3 summary file" not in str(exc):
+            raise
+        log.warning("%s: distilling it again", exc)
+        marker.unlink()
+        return None
+    return summary, info
+
+
 def summary_dir_for(cfg: dict) -> tuple[Path, str]:
     """The cached summary of a config: one distillation serves every evaluation of it
     (other architectures, protocols, budgets, seeds)."""
@@ -307,10 +338,10 @@ def _distill(cfg: dict, sig: str, run_dir: Path, report) -> Path:
         if method in SUMMARY_METHODS:
             summary_dir, summary_sig = summary_dir_for(cfg)
             with records.exclusive(summary_dir):  # runs evaluating one summary distil it once
-                if (summary_dir / "distill.json").is_file():  # written last: the summary is complete
-                    summary = Summary.load(summary_dir / "summary.pt", map_location=device,
-                                           shared={"V": teacher.item_embedding[1:]})
-                    info = {**json.loads((summary_dir / "distill.json").read_text()), "cached": True}
+                cached = _cached_summary(summary_dir, device, teacher)
+                if cached is not None:
+                    summary, info = cached
+                    info = {**info, "cached": True}
                 else:
                     with timer("distill"):
                         summary, info = learn_summary(cfg, data, teacher, summary_dir, device, report)

@@ -11,6 +11,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -350,6 +351,31 @@ def test_a_stopped_run_checkpoints_at_its_next_step_and_resumes_bitwise(tmp_path
     # its distillation time counts both attempts: the two are written in its record
     assert b["distill"]["attempts"] == 2 and a["distill"]["attempts"] == 1 and b["distill"]["seconds"] > 0
     assert b["distill"]["validations"] == a["distill"]["validations"]
+
+
+@pytest.mark.parametrize("damaged", ["summary.pt", "distill.json"])
+def test_a_damaged_cached_summary_is_distilled_again_to_the_same_bytes(tmp_path, uninterrupted, damaged):
+    """A run evaluating a summary another run distilled finds the cache truncated: it says so
+    in one warning, distils the summary again and ends with the uninterrupted run's bytes."""
+    env_a, a = uninterrupted
+    shutil.copytree(Path(env_a["TD3_RESULTS_DIR"]).parent, tmp_path / "copy", symlinks=True)
+    env = make_env(tmp_path / "copy")
+    runs = Path(env["TD3_RESULTS_DIR"])
+    summary_dir = runs / "summaries" / Path(a["summary"]["dir"]).name
+    original = {name: (summary_dir / name).read_bytes() for name in ("summary.pt", "summary.inter")}
+    (evaluating,) = (runs / "distill").iterdir()
+    shutil.rmtree(evaluating)  # the run that evaluated the summary goes; the cache stays
+    target = summary_dir / damaged
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+
+    proc = run(*KILL, env=env, check=True)
+    path, b = record_of(proc)
+    said = [line for line in proc.stderr.splitlines() if "distilling it again" in line]
+    assert len(said) == 1 and str(target) in said[0] and "cannot be read" in said[0], proc.stderr[-2000:]
+    assert b["status"] == "complete" and b["distill"]["cached"] is False and a["distill"]["cached"] is False
+    assert {name: (summary_dir / name).read_bytes() for name in original} == original
+    assert (path.parent / "summary.pt").read_bytes() == original["summary.pt"]
+    assert b["metrics"] == a["metrics"] and history_of(b) == history_of(a)
 
 
 def test_killed_run_resumes_bitwise(tmp_path, dataset):
