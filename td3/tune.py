@@ -97,9 +97,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grace-period", type=int, default=2, help="ASHA: validations before a trial may stop")
     ap.add_argument("--storage-path", default=None)
     ap.add_argument("--name", default=None, help="experiment name (default: the sweep's)")
+    ap.add_argument("--results", default=None, metavar="DIR",
+                    help="results root every node sees (default: $TD3_RESULTS_DIR); for drivers started "
+                         "where the shell's variables do not reach, as under `ray submit`")
+    ap.add_argument("--env", action="append", default=[], metavar="TD3_NAME=VALUE",
+                    help="set a TD3_* variable for the driver and every trial (repeatable), e.g. "
+                         "--env TD3_DATA_MIRROR=/shared/datasets")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. +sweep=table3 seed=0,1")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith(ENV_PREFIXES):
+            print(f"td3: error: --env {item!r}: expected TD3_NAME=VALUE", file=sys.stderr)
+            return 2
+        os.environ[key] = value
+    if args.results:  # absolute: trials run in other processes, on other nodes
+        os.environ["TD3_RESULTS_DIR"] = str(Path(args.results).expanduser().resolve())
 
     import ray
     from ray import tune

@@ -170,3 +170,71 @@ def test_stopping_one_ray_cluster_leaves_another_running(tmp_path):
         for temp in (ours, theirs):
             subprocess.run([*STOP_OWN, str(temp)], capture_output=True, timeout=120)
             shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_ray_up_and_ray_submit_over_ssh_as_documented(tmp_path):
+    """``ray up sweeps/ray/local.yaml`` then ``ray submit ... sweeps/ray/tune_job.py -- --results
+    DIR ...`` as the README says, the head reached over SSH with key login: Debian's sshd, run
+    by ssh's ProxyCommand for each connection (``sshd -i``, so no port is opened), with a home
+    of its own. What the test changes in the documented file: the key and the proxy command,
+    the head's start (its own temp dir and port, no ``ray stop``, which would stop every Ray
+    on the machine) and the install commands (the node's Python environment stands in: the
+    home's ``.bashrc``, which Ray's commands source, puts the copied checkout on PYTHONPATH)."""
+    sshd = Path("/usr/sbin/sshd")
+    assert sshd.is_file() and shutil.which("rsync"), "apt-get install openssh-server rsync (as .ci/run does)"
+    home, runs, name = tmp_path / "home", tmp_path / "runs", f"td3-test-{secrets.token_hex(4)}"
+    home.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "host_key")], check=True)
+    shutil.copy(tmp_path / "key.pub", tmp_path / "authorized_keys")
+    (tmp_path / "sshd_config").write_text(
+        f"HostKey {tmp_path}/host_key\nAuthorizedKeysFile {tmp_path}/authorized_keys\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        f"UsePAM no\nStrictModes no\nSetEnv HOME={home}\n")
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+    (home / ".bashrc").write_text(  # the node's environment: its Python, td3 on the path, Ray on loopback
+        f"export PATH={Path(sys.executable).parent}:$PATH PYTHONPATH={home}/td3 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0\n")
+
+    config = yaml.safe_load((REPO / "sweeps" / "ray" / "local.yaml").read_text())
+    assert config["file_mounts"]["~/td3"] == "." and config["provider"]["head_ip"] == "127.0.0.1"
+    token = tmp_path / "td3-cluster-token"  # made as the file says, copied to the node's ~/.ray/auth_token
+    token.write_text(secrets.token_hex(32) + "\n")
+    config["file_mounts"]["~/.ray/auth_token"] = str(token)
+    temp = Path("/tmp") / f"td3r-{secrets.token_hex(4)}"  # Ray's socket paths must stay short
+    config.update(cluster_name=name,
+                  auth={"ssh_user": "root", "ssh_private_key": str(tmp_path / "key"),
+                        "ssh_proxy_command": f"{sshd} -i -f {tmp_path}/sshd_config"},
+                  setup_commands=["cd ~/td3 && python -c 'import td3; print(\"td3 from\", td3.__file__)'"],
+                  head_start_ray_commands=[
+                      f"ray start --head --node-ip-address=127.0.0.1 --port={free_port()} --num-cpus=1 "
+                      f"--temp-dir={temp} --include-dashboard=false --disable-usage-stats "
+                      "--autoscaling-config=~/ray_bootstrap_config.yaml"])
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    submit = ["ray", "submit", "--no-config-cache", str(cluster), "sweeps/ray/tune_job.py", "--",
+              "--results", str(runs), "--env", f"TD3_DATA_DIR={tmp_path}/data", "+sweep=smoke", "seed=9",
+              "method=random"]
+    try:
+        up = subprocess.run(["ray", "up", "-y", "--no-config-cache", str(cluster)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+        assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-3000:]
+        assert f"td3 from {home}/td3/td3/__init__.py" in up.stdout + up.stderr  # the copied checkout
+        assert (home / "ray_bootstrap_config.yaml").is_file() and processes_under(temp)
+        assert (home / ".ray" / "auth_token").read_text() == token.read_text()  # the cluster's token
+
+        job = subprocess.run(submit, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        out = job.stdout + job.stderr
+        assert job.returncode == 0 and "td3 tune: 1 trials, 0 failed" in out, out[-4000:]
+        recs = records_under(tmp_path)
+        assert len(recs) == 1 and next(iter(recs.values()))["status"] == "complete"
+        assert (tmp_path / "data").is_dir()  # --env reached the trial
+
+        again = subprocess.run(submit, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        out = again.stdout + again.stderr
+        assert again.returncode == 0 and "1 runs, 1 complete already, launching 0" in out, out[-3000:]
+    finally:
+        subprocess.run([*STOP_OWN, str(temp)], capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+        Path(f"/tmp/cluster-{name}.state").unlink(missing_ok=True)  # the local provider's node list
