@@ -534,17 +534,19 @@ def figure4(sv: pd.DataFrame, ranking: str, protocol: str, path: Path, metric: s
 
 
 # ---------------------------------------------------------------- problems
-def problems(runs: pd.DataFrame, results: Path) -> pd.DataFrame:
+def problems(runs: pd.DataFrame, results: Path, all_runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Runs that are not complete, and sweep grid points without a complete record.
 
     Ledger entries name run directories by the absolute path the sweep wrote them under;
     they are matched by the directory's name (which ends with the run's signature), so a
-    relative ``--results`` or a results root copied elsewhere reads the same."""
+    relative ``--results`` or a results root copied elsewhere reads the same. ``all_runs``:
+    every run read, the datasets left out of the tables too (their grid points are not missing)."""
     out = [{"kind": r.status, "what": r.run_dir, "error": r.error} for r in runs.itertuples()
            if r.status != "complete"]
     name = lambda path: Path(str(path)).name  # noqa: E731
-    complete = {name(p) for p in runs.loc[runs["status"] == "complete", "run_dir"]}
-    known = {name(p) for p in runs["run_dir"]}
+    every = runs if all_runs is None else all_runs
+    complete = {name(p) for p in every.loc[every["status"] == "complete", "run_dir"]}
+    known = {name(p) for p in every["run_dir"]}
     for entry_path in sorted((results / "sweeps").glob("*/*/jobs/*.json")):
         try:
             entry = json.loads(entry_path.read_text())
@@ -653,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "table5.tex").write_text(table5_latex(t5))
         md.append(table5_markdown(t5))
         written.append("table5")
-    probs = problems(runs, results)
+    probs = problems(runs, results, all_runs)
     probs.to_csv(out / "problems.csv", index=False)
     lines = ["## Failed and missing runs", ""]
     if probs.empty:
@@ -674,6 +676,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"make_tables: {len(runs)} runs ({len(ok)} complete, {len(probs)} problems) read in {t_load:.1f} s, "
           f"{len(written)} tables/figures written to {out} in {time.perf_counter() - t0:.1f} s")
+    left_out = sorted(set(all_runs["dataset"].dropna()) - set(runs["dataset"].dropna()))
+    if left_out:
+        print(f"make_tables: left out {len(all_runs) - len(runs)} runs of {', '.join(left_out)} "
+              f"(--datasets {','.join(left_out)} or --datasets all tabulates them)")
     return 0
 
 

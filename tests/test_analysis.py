@@ -237,8 +237,16 @@ def test_reduced_budget_missing_figures_and_synthetic_runs(tmp_path):
         record["distill"]["seconds_per_outer_step"] = None           # a record without the figure
         (run_dir / "record.json").write_text(json.dumps(record))
         write_run(root, f"synthetic-{s}", "td3", "synthetic", "20x20", s, {("recbole100", "NDCG@10"): 0.9})
+    ledger = root / "sweeps" / "smoke" / "2026-01-01_00-00-00" / "jobs"   # the smoke sweep that made them
+    ledger.mkdir(parents=True)
+    for s in range(3):
+        (ledger / f"{s}.json").write_text(json.dumps({"overrides": ["+sweep=smoke", f"seed={s}"], "status": "complete",
+                                                      "run_dir": str(root / "distill" / f"synthetic-{s}")}))
     out = tmp_path / "tables"
-    make_tables("--results", root, "--out", out)
+    proc = make_tables("--results", root, "--out", out)
+    # left out of the tables, but neither missing nor silent
+    assert "| missing |" not in (out / "problems.md").read_text()
+    assert "left out 3 runs of synthetic (--datasets synthetic" in proc.stdout
     t2 = (out / "table2_recbole100_scratch.md").read_text()
     assert "Reduced budget" in t2 and "outer epochs 2 < 30" in t2
     assert "synthetic" not in (out / "tables.md").read_text()         # left out unless asked
