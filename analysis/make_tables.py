@@ -51,7 +51,7 @@ PAPER_DATASET = {"magazine-2018": "magazine", "ml-1m-slice": "ml-1m"}
 #: What a stand-in dataset is, said under every table it appears in.
 STAND_INS = {
     "magazine-2018": "Amazon Magazine_Subscriptions, 2018 release, standing in for the paper's Magazine (2023 "
-                     "release, not available here); the paper's figures beside it are Magazine's",
+                     "release, whose file the replication did not have); the paper's figures beside it are Magazine's",
     "ml-1m-slice": "MovieLens-1M users 1–2999 only, standing in for ML-1M; the paper's figures beside it are "
                    "the whole ML-1M's",
 }

@@ -64,7 +64,7 @@ SlurmctldPidFile=$STATE/run/slurmctld.pid
 SlurmdPidFile=$STATE/run/slurmd.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
-# No systemd and no cgroups here: track processes by their parent ids, bind nothing.
+# Assumes no systemd and no cgroups (containers): track processes by their parent ids, bind nothing.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -176,7 +176,7 @@ start_slurm() {
 
 cmd_start() {
   need
-  [ "$(id -u)" = 0 ] || die "run as root (the daemons and the jobs run as root here)"
+  [ "$(id -u)" = 0 ] || die "run as root (the daemons and the jobs run as root)"
   mkdir -p "$STATE"/{run,log,ctld,spool} "$STATE/mysql"
   write_configs
   start_munge

@@ -2,7 +2,7 @@
 training, training on a summary, and the outer loop over the summary's factors.
 
 Why not ``torch.optim``: its first ``step()`` imports ``torch._dynamo`` (the compiler
-stack: about 6 s per process on this machine), and every run, SLURM task and Ray trial is
+stack: seconds of CPU per process), and every run, SLURM task and Ray trial is
 a new process. ``Adam`` below performs
 ``torch.optim.Adam``'s single-tensor update (the one it runs on CPU) operation for
 operation, so the numbers are the same to the bit (tests/test_optim.py), and its

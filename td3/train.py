@@ -66,7 +66,7 @@ def setup_runtime(cfg: dict) -> torch.device:
 def use_deterministic_algorithms() -> None:
     """``torch.use_deterministic_algorithms(True, warn_only=True)`` without its other effect:
     it also sets the flag of torch's compiler (inductor), and importing that config imports
-    ``torch._dynamo``, about 6 s per process here, for a compiler no run uses. Where the
+    ``torch._dynamo``, seconds per process, for a compiler no run uses. Where the
     compiler is already loaded, or torch lacks the flag's setter, the public call is used."""
     setter = getattr(torch._C, "_set_deterministic_algorithms", None)
     if setter is None or "torch._inductor.config" in sys.modules:
