@@ -554,7 +554,7 @@ def learn_summary(cfg: dict, data, teacher: Teacher, summary_dir: Path, device: 
             saved = torch.load(ckpt, map_location=device, weights_only=False)
             engine.load_state_dict(saved)
         except Exception as exc:
-            raise TrainingError(f"checkpoint {ckpt} cannot be read ({exc}); delete it to start over") from exc
+            raise TrainingError(f"checkpoint {ckpt} cannot be read ({type(exc).__name__}); delete it to start over") from exc
         state, best_state = saved["state"], saved["best_summary"]
         engine._pool_index = state["history"][-1]["init"] if state["history"] else None  # per_epoch init
         log.info("resuming %s after outer step %d", summary_dir.name, state["step"])

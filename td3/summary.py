@@ -154,7 +154,7 @@ class Summary(nn.Module):
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise TrainingError(f"summary file {path} cannot be read ({exc})") from exc
+            raise TrainingError(f"summary file {path} cannot be read ({type(exc).__name__})") from exc
         if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
             raise TrainingError(f"{path} is not a td3 summary file")
         if payload.get("version") not in READABLE_VERSIONS:

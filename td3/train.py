@@ -173,7 +173,7 @@ def _train(cfg: dict, sig: str, run_dir: Path) -> Path:
         try:
             saved = torch.load(last, map_location=device, weights_only=False)
         except Exception as exc:
-            raise TrainingError(f"checkpoint {last} cannot be read ({exc}); delete it to start over") from exc
+            raise TrainingError(f"checkpoint {last} cannot be read ({type(exc).__name__}); delete it to start over") from exc
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         shuffle.set_state(saved["shuffle"])
