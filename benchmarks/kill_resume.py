@@ -5,8 +5,9 @@
 Runs a small synthetic distillation once to its end (the reference), then ``--kills``
 times: copies the reference's teacher into a fresh results root (so each attempt spends its
 time in the distillation), launches the same command, kills it with SIGKILL at a moment
-drawn uniformly over the reference's wall time (while loading, in an outer step, a
-validation, the final evaluation, or while writing), relaunches the command until it exits
+drawn uniformly over the reference's timeline (while loading, in an outer step, a
+validation, the final evaluation, or while writing; past the start, scaled by how much
+slower the attempt started than the reference, since a machine's load varies), relaunches the command until it exits
 0, and compares what it left with the reference: the record's metrics, validations and
 best step, and the bytes of ``summary.pt``, ``summary.inter`` and ``per_user.parquet``.
 Prints each attempt with how far the run had got when killed, and ``n/N``: the killed runs
@@ -53,6 +54,13 @@ def finish(args: list[str], root: Path) -> Path:
     return Path(out.strip().splitlines()[-1])
 
 
+def wait_for_summary(proc: subprocess.Popen, root: Path) -> float:
+    """The moment (perf_counter) the run's summary directory appears, or the process ends."""
+    while proc.poll() is None and not list((root / "runs").glob("summaries/*")):
+        time.sleep(0.01)
+    return time.perf_counter()
+
+
 def phase(root: Path) -> str:
     """How far a run had got when it was killed, from what it has written."""
     runs = root / "runs"
@@ -97,10 +105,17 @@ def main() -> int:
         teacher = next((tmp / "teacher" / "runs" / "train").iterdir())
         shutil.rmtree(tmp / "teacher" / "runs" / "distill")
         shutil.rmtree(tmp / "teacher" / "runs" / "summaries")
+        # the reference, teacher already made, timed in two parts: starting (imports, data,
+        # teacher), until its summary's directory appears, then the rest
         t0 = time.perf_counter()
-        reference = finish(command, tmp / "teacher").parent  # the reference, teacher already made
+        proc = launch(command, tmp / "teacher")
+        started = wait_for_summary(proc, tmp / "teacher") - t0
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"the reference run failed (exit {proc.returncode}):\n{err[-2000:]}")
+        reference = Path(out.strip().splitlines()[-1]).parent
         seconds = time.perf_counter() - t0
-        print(f"reference: {seconds:.1f} s ({reference.name})", flush=True)
+        print(f"reference: {seconds:.1f} s, of which {started:.1f} s starting ({reference.name})", flush=True)
         identical = kills = 0
         attempt = 0
         while kills < args.kills and attempt < 3 * args.kills:
@@ -108,9 +123,17 @@ def main() -> int:
             root = tmp / f"attempt-{attempt}"
             shutil.copytree(teacher, root / "runs" / "train" / teacher.name)
             shutil.copytree(tmp / "teacher" / "data", root / "data")
-            at = draw.uniform(0.05, 1.0) * seconds
+            # a moment of the reference's timeline; past its start, scaled by how much slower
+            # (or faster) this attempt started, so that a busy machine does not push every
+            # kill into the start
+            at = draw.uniform(0.02, 0.98) * seconds
+            t1 = time.perf_counter()
             proc = launch(command, root)
-            time.sleep(at)
+            if at < started:
+                time.sleep(at)
+            else:
+                slowdown = (wait_for_summary(proc, root) - t1) / started
+                time.sleep(max(0.0, (at - started) * slowdown))
             killed = proc.poll() is None
             if killed:
                 proc.send_signal(signal.SIGKILL)
