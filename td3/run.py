@@ -94,7 +94,10 @@ def record_failure(cfg: dict, error: str) -> Path:
     if records.is_complete(run_dir):
         return run_dir
     with records.exclusive(run_dir):
-        _failed_record(cfg, records.signature(cfg), run_dir, error, None)
+        # again under the lock: a job taken for lost may have been running (holding the
+        # lock) and completed while this waited; its complete record stays
+        if not records.is_complete(run_dir):
+            _failed_record(cfg, records.signature(cfg), run_dir, error, None)
     return run_dir
 
 

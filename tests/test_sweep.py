@@ -186,6 +186,39 @@ def test_preempted_slurm_job_requeues_and_resumes_to_the_same_summary(tmp_path, 
 
 
 @pytest.mark.slow
+def test_a_suspended_slurm_job_is_waited_for_not_taken_for_lost(tmp_path, slurm):
+    """``scontrol suspend`` then ``resume`` (what an administrator or a gang scheduler does):
+    submitit takes SUSPENDED for an end without a result; the sweep must wait, and the
+    run's complete record must not be overwritten by a failed one."""
+    root = tmp_path
+    env = make_env(root, **slurm)
+    t0 = time.time()
+    sweep = subprocess.Popen([sys.executable, "-m", "td3.sweep", "-m", "+sweep=smoke", "seed=5", "method=td3",
+                              "threads=1", *LONG, "hydra/launcher=td3_slurm"],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        slurm_cluster.wait_for(lambda: next(root.glob("runs/summaries/*/state.pt"), None), 600,
+                               "the job's first checkpoint", env=env)
+        job = slurm_cluster.wait_for(lambda: slurm_cluster.submitted_job(root), 60, "the job id")
+        subprocess.run(["scontrol", "suspend", job], env=env, check=True, timeout=30)
+        slurm_cluster.wait_for(lambda: "SUSPENDED" in slurm_cluster.sacct_states(env, job), 60, "SUSPENDED", env=env)
+        # long enough for submitit's watcher to see it (it polls every max(2 s, half the job's
+        # age), and sees SUSPENDED as an end)
+        time.sleep(min(90.0, max(30.0, 1.5 * (time.time() - t0))))
+        assert sweep.poll() is None, sweep.stdout.read()[-3000:]
+        subprocess.run(["scontrol", "resume", job], env=env, check=True, timeout=30)
+        out, _ = sweep.communicate(timeout=900)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, out[-4000:]
+    (record,) = records_under(root).values()
+    assert record["status"] == "complete", record.get("error")
+    assert last_summary(root)["counts"] == {"complete": 1}
+    assert "without a result" not in out
+
+
+@pytest.mark.slow
 def test_cancelled_slurm_job_becomes_a_failed_record_and_the_array_completes(tmp_path, slurm):
     root = tmp_path
     env = make_env(root, **slurm)

@@ -26,6 +26,28 @@ from omegaconf import OmegaConf
 log = logging.getLogger(__name__)
 
 
+#: SLURM states submitit takes for finished (it waits only on PENDING, RUNNING and a few
+#: others) although the job goes on: ``scontrol suspend`` (resumed later), a requeue held.
+ALIVE_STATES = {"SUSPENDED", "STOPPED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT",
+                "CONFIGURING"}
+
+
+def _wait_for_result(job, poll_s: float = 10.0):
+    """``job.results()[0]``, waiting through states submitit mistakes for an end (a
+    suspended job has no result yet; taking it for lost would record a failure while it
+    still runs)."""
+    import time
+
+    while True:
+        try:
+            return job.results()[0]
+        except Exception:
+            state = job.watcher.get_state(job.job_id, mode="force").upper()
+            if state not in ALIVE_STATES or job.paths.result_pickle.exists():
+                raise
+            time.sleep(poll_s)
+
+
 @dataclass
 class GridSweeperConf:
     _target_: str = "hydra_plugins.td3_grid_sweeper.td3_grid_sweeper.GridSweeper"
@@ -120,7 +142,7 @@ class GridSweeper(BasicSweeper):
         returns = []
         for job, overrides in zip(jobs, batch):
             try:
-                returns.append(job.results()[0])
+                returns.append(_wait_for_result(job))
             except Exception as exc:  # the job ended without a result
                 error = f"{kind} job {job.job_id} ended {job.state} without a result: {_first_line(exc)}"
                 log.error("td3 sweep: %s (%s)", error, " ".join(overrides))
