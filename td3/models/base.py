@@ -97,9 +97,11 @@ class SequentialRecommender(nn.Module):
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Features (..., d) -> scores over ids 0..num_items, padding column = -inf."""
-        scores = h @ self.item_embedding.weight.T
-        pad = torch.zeros_like(scores[..., :1]).fill_(float("-inf"))
-        return torch.cat([pad, scores[..., 1:]], dim=-1)
+        scores = h @ self.item_embedding.weight.T  # (..., num_items + 1)
+        # the padding column masked in place: a new (pad, scores[..., 1:]) tensor cost a copy
+        # of every score in each inner and outer step (the matmul's backward needs h and the
+        # table, not its output, so the in-place fill is safe under autograd)
+        return scores.index_fill_(-1, torch.zeros(1, dtype=torch.long, device=scores.device), float("-inf"))
 
     def next_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Features scoring the item after each sequence: (B, d)."""
