@@ -1,4 +1,4 @@
-"""Median seconds per outer step and peak memory of TD3 distillation on ML-100K.
+"""Median seconds per outer step and peak memory of TD3 distillation (ML-100K unless told).
 
     TD3_DATA_MIRROR=../shared/datasets python benchmarks/outer_step.py [--steps 12] [overrides...]
 
@@ -52,7 +52,7 @@ def main() -> None:
     torch.manual_seed(0)
     engine = BilevelEngine(cfg, data, RandomTeacher(cfg, data.num_items), torch.device("cpu"))
     s, d = cfg["summary"], cfg["distill"]
-    print(f"ML-100K outer step: {s['mu']}x{s['zeta']}, d1=d2={s['d1']}, hidden {cfg['model']['hidden_size']}, "
+    print(f"{data.name} outer step: {s['mu']}x{s['zeta']}, d1=d2={s['d1']}, hidden {cfg['model']['hidden_size']}, "
           f"learner batch {d['inner']['batch_size']}, N={d['steps']}, W={d['window']}, real batch "
           f"{engine.windows_per_batch} windows = {round(engine.windows_per_batch * engine.targets_per_window)} "
           f"examples, embedding {d['inner']['embedding']}, backend {d['inner']['backend']}, {args.threads} threads")
