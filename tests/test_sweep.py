@@ -186,6 +186,27 @@ def test_preempted_slurm_job_requeues_and_resumes_to_the_same_summary(tmp_path, 
 
 
 @pytest.mark.slow
+def test_a_job_reusing_a_summary_waits_in_the_queue_not_on_a_cpu(tmp_path, slurm):
+    """Two protocols of one summary on SLURM: the second job is submitted after the first
+    (a dependency), so it never holds a CPU waiting on the summary's lock."""
+    root = tmp_path
+    env = make_env(root, **slurm)
+    proc = subprocess.run([sys.executable, "-m", "td3.sweep", "-m", "+sweep=smoke", "seed=6", "method=td3",
+                           "evaluation.protocol=scratch,paper", "hydra/launcher=td3_slurm"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    # two submissions (the distillation's, then the one after it), not one array of two
+    folders = sorted(p.name for p in root.glob("runs/sweeps/smoke/*/.submitit/*") if p.is_dir())
+    assert len(folders) == 2 and len({f.split("_")[0] for f in folders}) == 2, folders
+    recs = list(records_under(root).values())
+    assert sorted(r["config"]["evaluation"]["protocol"] for r in recs) == ["paper", "scratch"]
+    assert sorted(r["distill"]["cached"] for r in recs) == [False, True]   # distilled once
+    logs = [p.read_text() for p in root.glob("runs/sweeps/smoke/*/.submitit/*/*_log.err")]
+    assert len(logs) == 2 and not [log for log in logs if "waiting for" in log], logs
+
+
+@pytest.mark.slow
 def test_a_suspended_slurm_job_is_waited_for_not_taken_for_lost(tmp_path, slurm):
     """``scontrol suspend`` then ``resume`` (what an administrator or a gang scheduler does):
     submitit takes SUSPENDED for an end without a result; the sweep must wait, and the

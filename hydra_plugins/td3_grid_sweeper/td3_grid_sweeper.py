@@ -94,11 +94,13 @@ class GridSweeper(BasicSweeper):
                     todo.append((number, overrides))
                     shared.append(_shared_work(resolved))
             # jobs evaluating a summary another job distils go last: they would wait on it
-            todo = td3_grid.spread_shared(todo, shared)
+            pairs = td3_grid.spread_shared(list(zip(todo, shared)), shared)
+            todo, keys = [job for job, _ in pairs], [key for _, key in pairs]
             log.info("td3 sweep: %d jobs, %d complete already, launching %d", len(jobs),
                      len(jobs) - len(todo), len(todo))
         else:
             todo = list(enumerate(jobs))
+            keys = [None] * len(todo)
 
         batch_size = self.max_batch_size or len(todo) or 1
         returns = []
@@ -106,7 +108,7 @@ class GridSweeper(BasicSweeper):
             batch = [list(overrides) for _, overrides in todo[begin:begin + batch_size]]
             self.validate_batch_is_legal(batch)
             if _is_submitit(self.launcher):
-                returns.append(self._launch_submitit(batch, begin, sweep_dir))
+                returns.append(self._launch_submitit(batch, begin, sweep_dir, keys[begin:begin + batch_size]))
             else:
                 returns.append(self.launcher.launch(batch, initial_job_idx=begin))
         return returns
@@ -118,8 +120,15 @@ class GridSweeper(BasicSweeper):
         plain.pop("hydra", None)
         return OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
 
-    def _launch_submitit(self, batch: List[List[str]], initial_job_idx: int, sweep_dir: Path) -> List[Any]:
-        """The Submitit launcher's submission (one array), then every job waited for."""
+    def _launch_submitit(self, batch: List[List[str]], initial_job_idx: int, sweep_dir: Path,
+                         keys: Optional[List[Optional[str]]] = None) -> List[Any]:
+        """The Submitit launcher's submission, then every job waited for.
+
+        One array holds every job that does work of its own. On SLURM, a job reusing work
+        another job of the batch makes (the second evaluation protocol of one summary:
+        ``keys``, from ``_shared_work``) is submitted alone, after that job's array task
+        (``--dependency=afterany``): it would otherwise hold a CPU for as long as the
+        distillation takes, waiting on its lock, while other work waits for a CPU."""
         import submitit
         from hydra.core.singleton import Singleton
         from hydra.core.utils import JobReturn, JobStatus
@@ -136,9 +145,25 @@ class GridSweeper(BasicSweeper):
 
         calls = [(overrides, "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{initial_job_idx + i}",
                   Singleton.get_state()) for i, overrides in enumerate(batch)]
-        jobs = executor.map_array(launcher, *zip(*calls))
-        log.info("td3 sweep: submitted %d jobs (%s)", len(jobs), ", ".join(j.job_id for j in jobs[:3])
-                 + (", ..." if len(jobs) > 3 else ""))
+        firsts, after, maker = [], {}, {}
+        for i, key in enumerate(keys or [None] * len(batch)):
+            if kind == "slurm" and key is not None and key in maker:
+                after[i] = maker[key]
+            else:
+                firsts.append(i)
+                if key is not None:
+                    maker[key] = i
+        jobs: List[Any] = [None] * len(batch)
+        for i, job in zip(firsts, executor.map_array(launcher, *zip(*[calls[i] for i in firsts]))):
+            jobs[i] = job
+        extra = dict(params.get("additional_parameters") or {})
+        for i, first in after.items():
+            executor.update_parameters(slurm_additional_parameters={**extra,
+                                                                    "dependency": f"afterany:{jobs[first].job_id}"})
+            jobs[i] = executor.submit(launcher, *calls[i])
+        log.info("td3 sweep: submitted %d jobs (%s)%s", len(jobs), ", ".join(j.job_id for j in jobs[:3])
+                 + (", ..." if len(jobs) > 3 else ""),
+                 f", {len(after)} of them after the job whose summary they reuse" if after else "")
         returns = []
         for job, overrides in zip(jobs, batch):
             try:
