@@ -314,6 +314,8 @@ def table2(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame, a
         d = sv[sv["dataset"] == dataset]
         full = d[d["method"] == "full"]
         td3 = d[(d["method"] == "td3") & (d["summary_protocol"] == protocol)]
+        # the FSA × ALT ablation has its own table (6); other variants (ranks) stay as rows
+        td3 = td3[~td3["variant"].str.contains(r"(?:^| )(?:fsa|alt)=", regex=True)]
         if td3.empty and full.empty:
             continue
         ref = None

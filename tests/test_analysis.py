@@ -294,3 +294,20 @@ def test_figure4_one_colour_per_method_and_one_legend(tmp_path, monkeypatch):
     assert colours == [{"tab:red", "tab:green"}, {"tab:red", "tab:blue", "tab:green"}]
     assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["TD3", "Farzi", "Random"]
+
+
+def test_table2_leaves_the_fsa_alt_ablation_to_table6_and_keeps_rank_variants(tmp_path):
+    root = tmp_path / "runs"
+    for s in range(3):
+        write_run(root, f"td3-{s}", "td3", "ml-100k", "50x50", s, {("recbole100", "NDCG@10"): 0.40})
+        write_run(root, f"td3-nofsa-{s}", "td3", "ml-100k", "50x50", s, {("recbole100", "NDCG@10"): 0.30}, fsa=False)
+        run_dir = write_run(root, f"td3-d16-{s}", "td3", "ml-100k", "50x50", s, {("recbole100", "NDCG@10"): 0.35})
+        record = json.loads((run_dir / "record.json").read_text())
+        record["config"]["summary"]["d1"] = record["config"]["summary"]["d2"] = 16   # a rank study's run
+        (run_dir / "record.json").write_text(json.dumps(record))
+    out = tmp_path / "tables"
+    make_tables("--results", root, "--out", out)
+    t2 = (out / "table2_recbole100_scratch.md").read_text()
+    assert "| TD3 50x50 | " in t2 and "d1=16" in t2 and "fsa=" not in t2
+    t6 = (out / "table6_recbole100_scratch.md").read_text()
+    assert "TD3[ALT]" in t6 and "30.00" in t6       # the run without FSA, in its own table
