@@ -536,7 +536,7 @@ def figure4(sv: pd.DataFrame, ranking: str, protocol: str, path: Path, metric: s
 
 
 # ---------------------------------------------------------------- problems
-def problems(runs: pd.DataFrame, results: Path, all_runs: pd.DataFrame | None = None) -> pd.DataFrame:
+def problems(runs: pd.DataFrame, results: Path, all_runs: pd.DataFrame) -> pd.DataFrame:
     """Runs that are not complete, and sweep grid points without a complete record.
 
     Ledger entries name run directories by the absolute path the sweep wrote them under;
@@ -546,9 +546,8 @@ def problems(runs: pd.DataFrame, results: Path, all_runs: pd.DataFrame | None = 
     out = [{"kind": r.status, "what": r.run_dir, "error": r.error} for r in runs.itertuples()
            if r.status != "complete"]
     name = lambda path: Path(str(path)).name  # noqa: E731
-    every = runs if all_runs is None else all_runs
-    complete = {name(p) for p in every.loc[every["status"] == "complete", "run_dir"]}
-    known = {name(p) for p in every["run_dir"]}
+    complete = {name(p) for p in all_runs.loc[all_runs["status"] == "complete", "run_dir"]}
+    known = {name(p) for p in all_runs["run_dir"]}
     for entry_path in sorted((results / "sweeps").glob("*/*/jobs/*.json")):
         try:
             entry = json.loads(entry_path.read_text())

@@ -20,13 +20,13 @@ sweep() {
 }
 EXTRA=("$@")
 
-magazine_2018() {  # minutes per run
+part_magazine_2018() {  # minutes per run
   sweep +sweep=table3 dataset=magazine-2018
   sweep +sweep=table2 dataset=magazine-2018
   sweep +sweep=table4 dataset=magazine-2018
   sweep +sweep=figure4 dataset=magazine-2018
 }
-ml_100k() {  # TD3 and the baselines, then its ablations, ranks and architectures, then Farzi
+part_ml_100k() {  # TD3 and the baselines, then its ablations, ranks and architectures, then Farzi
   sweep +sweep=table3 dataset=ml-100k method=td3,random,longest,full
   sweep +sweep=table2 dataset=ml-100k
   sweep +sweep=table6
@@ -35,7 +35,7 @@ ml_100k() {  # TD3 and the baselines, then its ablations, ranks and architecture
   sweep +sweep=table3 dataset=ml-100k method=farzi
   sweep +sweep=figure4 dataset=ml-100k
 }
-ml_1m_slice() {  # users 1-2999, standing in for ML-1M: about an hour per distillation
+part_ml_1m_slice() {  # users 1-2999, standing in for ML-1M: about an hour per distillation
   sweep +sweep=table3 dataset=ml-1m-slice method=td3,random,longest,full
   sweep +sweep=table2 dataset=ml-1m-slice
   sweep +sweep=table3 dataset=ml-1m-slice method=farzi
@@ -48,14 +48,10 @@ ml_1m_slice() {  # users 1-2999, standing in for ML-1M: about an hour per distil
 #   TD3_REPLICATE_PARTS=ml-100k slurm/replicate-paper.sh & TD3_REPLICATE_PARTS=ml-1m-slice slurm/replicate-paper.sh &
 # (never two drivers of the same part: their jobs would wait on each other's locks).
 PARTS="${TD3_REPLICATE_PARTS:-magazine-2018 ml-100k ml-1m-slice}"
-for part in $PARTS; do  # every name checked before hours of work
-  case "$part" in magazine-2018|ml-100k|ml-1m-slice) ;; *)
-    echo "replicate-paper.sh: unknown part '$part' (magazine-2018, ml-100k, ml-1m-slice)" >&2; exit 2 ;; esac
+for part in $PARTS; do  # every name checked before hours of work: part_<name> above
+  declare -F "part_${part//-/_}" > /dev/null || {
+    echo "replicate-paper.sh: unknown part '$part' (magazine-2018, ml-100k, ml-1m-slice)" >&2; exit 2; }
 done
 for part in $PARTS; do
-  case "$part" in
-    magazine-2018) magazine_2018 ;;
-    ml-100k) ml_100k ;;
-    ml-1m-slice) ml_1m_slice ;;
-  esac
+  "part_${part//-/_}"
 done

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from . import baselines, records, stop, summary_training
 from .cli import CONF_DIR, hydra_command
 from .data import load_dataset, training_windows
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, DamagedFileError, TrainingError
 from .evaluate import protocol_problems
 from .inner import EMBEDDING, InnerConfig, InnerLoop
 from .models import build_model
@@ -195,9 +195,7 @@ def _cached_summary(summary_dir: Path, device, teacher) -> tuple | None:
     try:
         summary = Summary.load(summary_dir / "summary.pt", map_location=device,
                                shared={"V": teacher.item_embedding[1:]})
-    except TrainingError as exc:
-        if "cannot be read" not in str(exc) and "is not a td3 summary file" not in str(exc):
-            raise
+    except DamagedFileError as exc:
         log.warning("%s: distilling it again", exc)
         marker.unlink()
         return None

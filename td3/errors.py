@@ -22,3 +22,8 @@ class ConfigError(TD3Error):
 
 class TrainingError(TD3Error):
     """Training diverged (non-finite loss or gradient) or a checkpoint is missing/corrupt."""
+
+
+class DamagedFileError(TrainingError):
+    """A file the project wrote cannot be read back (truncated, overwritten, not its format):
+    a cache holding it can be rebuilt, where other training errors cannot."""

@@ -37,7 +37,7 @@ import torch.nn as nn
 
 from td3 import records
 from td3.baselines import export_inter as write_inter
-from td3.errors import ConfigError, TrainingError
+from td3.errors import ConfigError, DamagedFileError, TrainingError
 
 __all__ = ["Summary", "TuckerSummary", "FarziSummary", "NaiveSummary", "build_summary", "KINDS"]
 
@@ -145,7 +145,7 @@ class Summary(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, map_location=None, shared: dict | None = None) -> "Summary":
-        """The summary saved at ``path``; an unreadable or foreign file is a TrainingError.
+        """The summary saved at ``path``; an unreadable or foreign file is a DamagedFileError.
 
         ``shared``: the tensors the file references but does not hold ({"V": the teacher's
         item table without its padding row} for a Tucker summary); each must match the
@@ -154,9 +154,9 @@ class Summary(nn.Module):
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise TrainingError(f"summary file {path} cannot be read ({type(exc).__name__})") from exc
+            raise DamagedFileError(f"summary file {path} cannot be read ({type(exc).__name__})") from exc
         if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
-            raise TrainingError(f"{path} is not a td3 summary file")
+            raise DamagedFileError(f"{path} is not a td3 summary file")
         if payload.get("version") not in READABLE_VERSIONS:
             raise TrainingError(f"{path}: summary file version {payload.get('version')} "
                                 f"is not supported (expected one of {READABLE_VERSIONS})")

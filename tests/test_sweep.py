@@ -304,11 +304,13 @@ def test_two_local_clusters_run_side_by_side(slurm, tmp_path):
     one_job(slurm, tmp_path / "first-2.out")   # the first cluster still authenticates its clients
 
 
-def test_replicate_paper_refuses_an_unknown_part_before_any_work(tmp_path):
-    env = {**make_env(tmp_path), "TD3_REPLICATE_PARTS": "ml-100k ml-1m"}
+@pytest.mark.parametrize("parts, unknown", [("ml-100k ml-1m", "ml-1m"), ("sweep", "sweep")])
+def test_replicate_paper_refuses_an_unknown_part_before_any_work(tmp_path, parts, unknown):
+    """Also a name of the script's own helpers ('sweep'), which is no part."""
+    env = {**make_env(tmp_path), "TD3_REPLICATE_PARTS": parts}
     proc = subprocess.run(["bash", str(REPO / "slurm" / "replicate-paper.sh")], env=env, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("replicate-paper.sh: unknown part 'ml-1m' (magazine-2018, ml-100k, "
+    assert proc.stderr.strip() == (f"replicate-paper.sh: unknown part '{unknown}' (magazine-2018, ml-100k, "
                                    "ml-1m-slice)")
     assert not (tmp_path / "runs").exists()  # not even the first part's first sweep ran

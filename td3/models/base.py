@@ -101,7 +101,8 @@ class SequentialRecommender(nn.Module):
         # the padding column masked in place: a new (pad, scores[..., 1:]) tensor cost a copy
         # of every score in each inner and outer step (the matmul's backward needs h and the
         # table, not its output, so the in-place fill is safe under autograd)
-        return scores.index_fill_(-1, torch.zeros(1, dtype=torch.long, device=scores.device), float("-inf"))
+        scores[..., 0] = float("-inf")
+        return scores
 
     def next_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Features scoring the item after each sequence: (B, d)."""
