@@ -56,17 +56,21 @@ def main() -> None:
           f"learner batch {d['inner']['batch_size']}, N={d['steps']}, W={d['window']}, real batch "
           f"{engine.windows_per_batch} windows = {round(engine.windows_per_batch * engine.targets_per_window)} "
           f"examples, embedding {d['inner']['embedding']}, backend {d['inner']['backend']}, {args.threads} threads")
-    seconds, Ms = [], []
+    seconds, cpu, Ms = [], [], []
     for step in range(args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = engine.step(step)
         seconds.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         Ms.append(out["M"])
-        print(f"  step {step + 1:3d}: M={out['M']:3d}  {seconds[-1]:6.2f} s  ce={out['ce']:.3f} fsa={out['fsa']:.3f}",
-              flush=True)
+        print(f"  step {step + 1:3d}: M={out['M']:3d}  {seconds[-1]:6.2f} s  (CPU {cpu[-1]:6.2f} s)  "
+              f"ce={out['ce']:.3f} fsa={out['fsa']:.3f}", flush=True)
     per_inner = [t / m for t, m in zip(seconds, Ms)]
-    print(f"median {statistics.median(seconds):.2f} s per outer step (mean M {statistics.mean(Ms):.0f}; "
-          f"{1000 * statistics.median(per_inner):.1f} ms per inner step), peak RSS {peak_rss_mb():.0f} MB")
+    # CPU seconds: at one thread they equal the wall time of a quiet machine, and other
+    # processes sharing the cores inflate them far less than the wall time
+    print(f"median {statistics.median(seconds):.2f} s per outer step, CPU {statistics.median(cpu):.2f} s "
+          f"(mean M {statistics.mean(Ms):.0f}; {1000 * statistics.median(per_inner):.1f} ms per inner step), "
+          f"peak RSS {peak_rss_mb():.0f} MB")
 
 
 if __name__ == "__main__":

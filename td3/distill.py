@@ -37,12 +37,14 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from . import baselines, records, stop, summary_training
+from .candidates import draw_candidates
 from .cli import CONF_DIR, hydra_command
 from .data import load_dataset, training_windows
 from .errors import ConfigError, DamagedFileError, TrainingError
 from .evaluate import protocol_problems
 from .inner import EMBEDDING, InnerConfig, InnerLoop
-from .models import build_model
+from .models import MODELS, build_model
+from .models.linear_ce import linear_cross_entropy
 from .optim import Adam, CosineSchedule
 from .train import dataset_options, model_options, setup_runtime, train as train_full
 
@@ -72,6 +74,12 @@ def check_config(cfg: dict) -> None:
     distils = cfg["method"] in SUMMARY_METHODS
     if distils:
         problems += _bilevel_problems(s, d)
+        sampled = d.get("sampled_items", 0)
+        if isinstance(sampled, bool) or not isinstance(sampled, int) or sampled < 0:
+            problems.append(f"distill.sampled_items={sampled!r} must be an integer >= 0 (0: every item)")
+        elif sampled and not getattr(MODELS.get(cfg["model"]["name"]), "causal", True):
+            problems.append(f"distill.sampled_items={sampled} needs a causal learner: {cfg['model']['name']} "
+                            f"is trained on the summary by a cloze loss over every item")
         if cfg["max_len"] != s["zeta"]:
             problems.append(f"max_len={cfg['max_len']} must equal summary.zeta={s['zeta']} (the learner reads ζ-1 items)")
     if problems:
@@ -272,11 +280,15 @@ class _OuterObjective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x, y, teacher_features):
+    def forward(self, x, y, teacher_features, candidates=None):
         h = self.model(x)  # (B, L, d)
         keep = y != 0
         hk = h[keep]  # (n, d): features at the positions that carry a target
-        ce = F.cross_entropy(self.model.logits(hk), y[keep])
+        if candidates is None:  # first order: the outer loss is differentiated once
+            ce = self.model.cross_entropy(hk, y[keep])
+        else:  # over the step's sampled items, with their correction (td3.candidates)
+            table = self.model.item_embedding.weight[1:][candidates.items]
+            ce = linear_cross_entropy(hk, table, candidates.local(y[keep]), bias=candidates.log_weight)
         fsa = 0.5 * (teacher_features - hk).pow(2).sum(-1).mean()
         return ce, fsa
 
@@ -490,17 +502,23 @@ class BilevelEngine:
         if self.frozen_E is not None:
             init[EMBEDDING] = self.frozen_E
         M = int(torch.randint(d["window"], d["steps"] + 1, (1,), generator=g))
+        xb, yb = self.x[batch], self.y[batch]
 
-        S = self.summary.distributions()  # (μ, ζ, |V|): once per outer step
+        sampled = None  # every loss over all |V| items, or over a sampled subset (td3.candidates)
+        if d.get("sampled_items", 0):
+            own = torch.Generator().manual_seed(step_seed(self.seed, step) ^ 0x5A3D)  # leaves g's draws as they are
+            sampled = draw_candidates(yb[yb != 0], self.learner.num_items, d["sampled_items"], own).to(self.x.device)
+            S = self.summary.distributions(items=sampled.items, log_weight=sampled.log_weight)  # (μ, ζ, k)
+        else:
+            S = self.summary.distributions()  # (μ, ζ, |V|): once per outer step
         self.learner.train(d["inner"]["dropout"])
         try:
-            params = self.inner.run(S, init, steps=M, window=d["window"], generator=g)
+            params = self.inner.run(S, init, steps=M, window=d["window"], generator=g, candidates=sampled)
         except TrainingError as exc:
             raise TrainingError(f"{exc} of outer step {step + 1}") from exc
         self.learner.train(outer["learner_dropout"])
-        xb, yb = self.x[batch], self.y[batch]
         ce, fsa = functional_call(self.objective, {f"model.{k}": v for k, v in params.items()},
-                                  (xb, yb, self.t_feats[batch][yb != 0]))
+                                  (xb, yb, self.t_feats[batch][yb != 0], sampled))
         loss = outer["ce_weight"] * ce + (outer["fsa_weight"] * fsa if outer["fsa"] else 0.0)
         if not torch.isfinite(loss):
             raise TrainingError(f"non-finite outer loss (ce={ce.item()}, fsa={fsa.item()}) at outer step {step + 1}")

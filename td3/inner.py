@@ -172,32 +172,40 @@ class InnerLoop:
             order = order[batch_size:]
         return out
 
-    def inputs(self, S: torch.Tensor, embedding: torch.Tensor | None):
+    def inputs(self, S: torch.Tensor, embedding: torch.Tensor | None, candidates=None):
         """What the learner reads: distributions, or their embedding once per outer step when frozen."""
         if self.cfg.frozen_embedding and self.causal:
-            return Embedded(S[:, :-1] @ embedding[1:])  # (μ, ζ-1, d)
+            table = embedding[1:] if candidates is None else embedding[1:][candidates.items]
+            return Embedded(S[:, :-1] @ table)  # (μ, ζ-1, d)
         return None
 
     def window_batches(self, S: torch.Tensor, embedded, rows: list[torch.Tensor],
-                       generator: torch.Generator) -> list[SummaryBatch]:
+                       generator: torch.Generator, candidates=None) -> list[SummaryBatch]:
         """The W differentiable steps' batches. Their targets are gathered from S in one
         indexing operation (so the backward pass scatters into S once, not W times); ALT's
         positions are drawn step by step, in the order a step-by-step loop draws them."""
         cfg = self.cfg
         if not self.causal or not rows:
-            return [make_batch(S, r, cfg.alt, cfg.alt_low, generator, embedded, self.causal) for r in rows]
-        plans = [loss_positions(r, S.shape[1], cfg.alt, cfg.alt_low, generator) for r in rows]
-        seq = torch.cat([p[0] for p in plans]).to(S.device)
-        pos = torch.cat([p[1] for p in plans]).to(S.device)
-        targets = S[seq, pos].split([len(p[0]) for p in plans])  # W × (n, |V|)
-        return [make_batch(S, r, cfg.alt, cfg.alt_low, generator, embedded, targets=t, plan=p)
-                for r, t, p in zip(rows, targets, plans)]
+            batches = [make_batch(S, r, cfg.alt, cfg.alt_low, generator, embedded, self.causal) for r in rows]
+        else:
+            plans = [loss_positions(r, S.shape[1], cfg.alt, cfg.alt_low, generator) for r in rows]
+            seq = torch.cat([p[0] for p in plans]).to(S.device)
+            pos = torch.cat([p[1] for p in plans]).to(S.device)
+            targets = S[seq, pos].split([len(p[0]) for p in plans])  # W × (n, |V|)
+            batches = [make_batch(S, r, cfg.alt, cfg.alt_low, generator, embedded, targets=t, plan=p)
+                       for r, t, p in zip(rows, targets, plans)]
+        for batch in batches:
+            batch.candidates = candidates
+        return batches
 
     # ------------------------------------------------------------------ run
     def run(self, S: torch.Tensor, init: dict[str, torch.Tensor], steps: int, window: int,
-            generator: torch.Generator) -> dict[str, torch.Tensor]:
+            generator: torch.Generator, candidates=None) -> dict[str, torch.Tensor]:
         """M = ``steps`` inner steps from parameters ``init``; returns the final parameters
-        (all of them, by name), differentiable w.r.t. S through the last ``window`` steps."""
+        (all of them, by name), differentiable w.r.t. S through the last ``window`` steps.
+
+        candidates: the outer step's sampled items (``td3.candidates``) when S covers only them.
+        """
         if not 0 <= window <= steps:
             raise ConfigError(f"window W={window} must be in [0, M={steps}]")
         cfg = self.cfg
@@ -215,9 +223,10 @@ class InnerLoop:
 
         # Phase 1: M − W steps, no graph anywhere, the optimiser in place.
         S_const = S.detach()
-        X_const = self.inputs(S_const, embedding)
+        X_const = self.inputs(S_const, embedding, candidates)
         for step in range(steps - window):
             batch = make_batch(S_const, rows[step], cfg.alt, cfg.alt_low, generator, X_const, self.causal)
+            batch.candidates = candidates
             grad = self._grad(flat.requires_grad_(True), unflatten, frozen, batch, opt.t, graph=False)
             flat = flat.detach()
             opt.step_({"flat": flat}, {"flat": grad})
@@ -225,8 +234,10 @@ class InnerLoop:
         # Phase 2: W steps unrolled with a graph from S to the final parameters.
         opt.detach_()
         if cfg.backend == "higher":
-            return self._run_higher(S, unflatten(flat.detach()), frozen, opt, rows[steps - window:], generator, sizes)
-        batches = self.window_batches(S, self.inputs(S, embedding), rows[steps - window:], generator)
+            return self._run_higher(S, unflatten(flat.detach()), frozen, opt, rows[steps - window:], generator, sizes,
+                                    candidates)
+        batches = self.window_batches(S, self.inputs(S, embedding, candidates), rows[steps - window:], generator,
+                                      candidates)
         if batches:
             flat = flat.detach().requires_grad_(True)
         for batch in batches:
@@ -245,7 +256,7 @@ class InnerLoop:
         (grad,) = torch.autograd.grad(loss, flat, create_graph=graph)
         return grad
 
-    def _run_higher(self, S, params, frozen, opt, rows, generator, sizes):
+    def _run_higher(self, S, params, frozen, opt, rows, generator, sizes, candidates=None):
         import higher
 
         cfg = self.cfg
@@ -270,7 +281,8 @@ class InnerLoop:
                              exp_avg_sq=v_parts[i].view_as(p).clone())
             elif cfg.momentum:
                 state["momentum_buffer"] = m_parts[i].view_as(p).clone()
-        batches = self.window_batches(S, self.inputs(S, frozen.get(EMBEDDING)), rows, generator)
+        batches = self.window_batches(S, self.inputs(S, frozen.get(EMBEDDING), candidates), rows, generator,
+                                      candidates)
         with higher.innerloop_ctx(model, torch_opt, copy_initial_weights=True,
                                   track_higher_grads=True) as (fmodel, diffopt):
             # higher's Adam keeps its step count as a plain int

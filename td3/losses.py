@@ -26,10 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """logits (N, V+1) with column 0 = padding (-inf); target (N, V) over real items. Mean over N."""
-    return -(target * F.log_softmax(logits[:, 1:], dim=-1)).sum(-1).mean()
+from .models.base import Embedded
 
 
 @dataclass
@@ -41,12 +38,15 @@ class SummaryBatch:
     targets: (n, |V|) target distributions, n = B (last position) or 2B (with ALT).
     positions: (n,) for each target, the feature position that predicts it.
     rows: (B, ζ, |V|) the summary rows themselves (bidirectional learners only).
+    candidates: the outer step's sampled items (``td3.candidates``) when S covers only
+        them: |V| above is then their number k, and the learner scores only them.
     """
 
     inputs: object = None
     targets: torch.Tensor | None = None
     positions: torch.Tensor | None = None
     rows: torch.Tensor | None = None
+    candidates: object = None
 
 
 def loss_positions(rows: torch.Tensor, zeta: int, alt: bool, alt_low: int,
@@ -89,16 +89,24 @@ def batch_loss(model, batch: SummaryBatch, alt_weight: float = 1.0) -> torch.Ten
     """
     if batch.rows is not None:
         return model.soft_cloze_loss(batch.rows)
-    h = model(batch.inputs)  # (B, ζ-1, d)
+    inputs, sampled = batch.inputs, batch.candidates
+    if sampled is not None:  # the candidates' rows of the learner's own item table (trained or frozen)
+        table = model.item_embedding.weight[1:][sampled.items]  # (k, d)
+        if isinstance(inputs, torch.Tensor):  # distributions over the candidates
+            inputs = Embedded(inputs @ table)
+    h = model(inputs)  # (B, ζ-1, d)
     B = h.shape[0]
     features = h[:, -1]  # (B, d): the last position predicts S[:, ζ-1]
     if len(batch.targets) > B:  # ALT: the feature before each drawn position (a gather: its backward is cheap)
         index = batch.positions[B:].view(B, 1, 1).expand(B, 1, h.shape[-1])
         features = torch.cat([features, h.gather(1, index).squeeze(1)])  # (2B, d)
-    logits = model.logits(features)
+    if sampled is None:
+        log_p = F.log_softmax(model.logits(features)[:, 1:], dim=-1)  # (n, |V|): padding has no mass
+    else:  # over the candidates, each raised by the log of how many items it stands for
+        log_p = F.log_softmax(features @ table.T + sampled.log_weight, dim=-1)  # (n, k)
+    ce = -(batch.targets * log_p).sum(-1)  # (n,)
     if alt_weight == 1.0 or len(batch.targets) == B:
-        return soft_cross_entropy(logits, batch.targets)
-    ce = -(batch.targets * F.log_softmax(logits[:, 1:], dim=-1)).sum(-1)  # (2B,)
+        return ce.mean()
     return (ce[:B].mean() + alt_weight * ce[B:].mean()) / (1.0 + alt_weight)
 
 

@@ -73,13 +73,23 @@ class Summary(nn.Module):
                               f"two input positions before the last one)")
 
     # ------------------------------------------------------------ the tensor
-    def logits(self, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """(m, ζ, |V|) logits over the real items of the sequences ``rows`` (default: all μ)."""
+    def logits(self, rows: torch.Tensor | None = None, items: torch.Tensor | None = None) -> torch.Tensor:
+        """(m, ζ, |V|) logits over the real items of the sequences ``rows`` (default: all μ);
+        with ``items`` (k,) 0-based item columns, only those: (m, ζ, k)."""
         raise NotImplementedError
 
-    def distributions(self, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """S[rows]: (m, ζ, |V|), each position a distribution over the real items."""
-        return self.logits(rows).softmax(dim=-1)
+    def distributions(self, rows: torch.Tensor | None = None, items: torch.Tensor | None = None,
+                      log_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """S[rows]: (m, ζ, |V|), each position a distribution over the real items.
+
+        items/log_weight: a sampled subset of the items (``td3.candidates``): S restricted to
+        them, each column's logit raised by the log of how many items it stands for, so that
+        the softmax over the subset estimates the one over all items: (m, ζ, k).
+        """
+        logits = self.logits(rows, items)
+        if log_weight is not None:
+            logits = logits + log_weight
+        return logits.softmax(dim=-1)
 
     @torch.no_grad()
     def hard_sequences(self) -> torch.Tensor:
@@ -258,9 +268,10 @@ class TuckerSummary(Summary):
         ug = torch.einsum("ai,ijk->ajk", self._rows(rows, self.U), self.G)  # (m, d2, d3)
         return torch.einsum("ajk,bj->abk", ug, self.T)                      # (m, ζ, d3)
 
-    def logits(self, rows=None):
+    def logits(self, rows=None, items=None):
         # Contract the small factors first; the only |V|-sized tensor is the output.
-        return self.sequence_factors(rows) @ self.V.T  # (m, ζ, |V|)
+        V = self.V if items is None else self.V[items]
+        return self.sequence_factors(rows) @ V.T  # (m, ζ, |V|)
 
     def shared_tensors(self) -> dict[str, torch.Tensor]:
         return {"V": self.V}
@@ -281,8 +292,9 @@ class FarziSummary(Summary):
         self.D = _normal((self.mu, self.zeta, self.latent_dim), dtype, generator)  # (μ, ζ, d)
         self.M = _normal((self.latent_dim, self.num_items), dtype, generator)       # (d, |V|)
 
-    def logits(self, rows=None):
-        return self._rows(rows, self.D) @ self.M  # (m, ζ, |V|)
+    def logits(self, rows=None, items=None):
+        M = self.M if items is None else self.M[:, items]
+        return self._rows(rows, self.D) @ M  # (m, ζ, |V|)
 
     def config(self):
         return {**super().config(), "latent_dim": self.latent_dim}
@@ -298,8 +310,9 @@ class NaiveSummary(Summary):
         super().__init__(mu, zeta, num_items)
         self.free_logits = _normal((self.mu, self.zeta, self.num_items), dtype, generator)  # (μ, ζ, |V|)
 
-    def logits(self, rows=None):
-        return self._rows(rows, self.free_logits)
+    def logits(self, rows=None, items=None):
+        free = self._rows(rows, self.free_logits)
+        return free if items is None else free[..., items]
 
 
 KINDS: dict[str, type[Summary]] = {"tucker": TuckerSummary, "farzi": FarziSummary, "naive": NaiveSummary}

@@ -501,17 +501,72 @@ def test_per_epoch_init_resumes_bitwise(tmp_path, monkeypatch):
     assert b["metrics"] == a["metrics"]
 
 
-def test_a_setting_added_later_keeps_earlier_signatures_at_its_neutral_value():
-    """Runs made before evaluation.eval_every existed keep their signature (records.NEUTRAL_VALUES)."""
+@pytest.mark.parametrize("section,key,others", [("evaluation", "eval_every", (2, True, 1.0)),
+                                                ("distill", "sampled_items", (1, False, 0.0))])
+def test_a_setting_added_later_keeps_earlier_signatures_at_its_neutral_value(section, key, others):
+    """Runs made before a setting existed keep their signature (records.NEUTRAL_VALUES)."""
     from td3 import records
 
     cfg = compose_config(SMALL, Path("runs"))
     before = copy.deepcopy(cfg)
-    del before["evaluation"]["eval_every"]
-    assert cfg["evaluation"]["eval_every"] == 1 and records.signature(cfg) == records.signature(before)
-    for other in (2, True, 1.0):  # another value, or another type, computes something else
-        cfg["evaluation"]["eval_every"] = other
+    del before[section][key]
+    assert records.signature(cfg) == records.signature(before)
+    for other in others:  # another value, or another type, computes something else
+        cfg[section][key] = other
         assert records.signature(cfg) != records.signature(before), other
+
+
+class _RandomTeacher:
+    """A teacher and a one-checkpoint pool of freshly initialised SASRecs: an outer step's
+    arithmetic does not need a trained one."""
+
+    def __init__(self, cfg, num_items):
+        from td3.models import build_model
+        from td3.train import model_options
+
+        torch.manual_seed(0)
+        opts = dict(max_len=cfg["max_len"], **model_options(cfg["model"]))
+        self.model = build_model("sasrec", num_items, **opts).eval()
+        self.pool = [build_model("sasrec", num_items, **opts).state_dict()]
+
+    @property
+    def item_embedding(self):
+        return self.model.item_embedding.weight.detach()
+
+
+@pytest.mark.parametrize("embedding", ["frozen", "trainable"])
+def test_sampled_items_covering_the_catalog_give_the_exact_step(tmp_path, monkeypatch, embedding):
+    """distill.sampled_items >= |V| puts every item in the subset at weight 1: the outer step
+    (losses and meta-gradient) is the full softmax's, up to the order of the items; a small
+    subset gives a different but finite meta-gradient and an outer loss near the exact one."""
+    from td3.data import load_dataset
+    from td3.distill import BilevelEngine
+    from td3.train import dataset_options
+
+    monkeypatch.setenv("TD3_DATA_DIR", str(tmp_path / "data"))
+    out = {}
+    for k in (0, 10**6, 64):
+        cfg = compose_config([*SMALL, f"distill.sampled_items={k}", f"distill.inner.embedding={embedding}",
+                              "distill.outer.batch_size=100"], tmp_path / "runs")  # ~70 distinct targets
+        data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
+        torch.manual_seed(0)
+        engine = BilevelEngine(cfg, data, _RandomTeacher(cfg, data.num_items), torch.device("cpu"))
+        steps = [engine.step(0)]
+        grads = [p.grad.clone() for p in engine.summary.parameters()]  # the first meta-gradient
+        steps.append(engine.step(1))
+        out[k] = (steps, grads)
+    (full, full_g), (every, every_g), (few, few_g) = out[0], out[10**6], out[64]
+    for a, b in zip(full, every):
+        assert a["M"] == b["M"] and a["init"] == b["init"]
+        for key in ("ce", "fsa", "grad_norm"):
+            # (after step 0 the summaries differ by rounding, which Adam's first step, lr·g/|g|,
+            # amplifies where g is about 0: step 1 agrees less closely than step 0)
+            assert b[key] == pytest.approx(a[key], rel=1e-5 if a["step"] == 1 else 1e-3), key
+    for a, b in zip(full_g, every_g):
+        torch.testing.assert_close(b, a, rtol=5e-3, atol=1e-4 * a.abs().max().item())  # float32 rounding
+    assert all(math.isfinite(s["grad_norm"]) and s["grad_norm"] > 0 for s in few)
+    assert any(not torch.allclose(a, b, rtol=1e-2) for a, b in zip(full_g, few_g))
+    assert few[0]["ce"] == pytest.approx(full[0]["ce"], rel=0.05)
 
 
 # ----------------------------------------------------- 4. impossible configs refused
@@ -532,6 +587,8 @@ IMPOSSIBLE = {
     # the teacher's item table (32 wide) cannot start a GRU4Rec (64)
     "paper_cross_arch": (["evaluation.protocol=paper", "evaluation.models=[sasrec,gru4rec]"],
                          "which gru4rec (64) cannot take"),
+    "sampled_items": (["distill.sampled_items=-1"], "distill.sampled_items=-1 must be an integer >= 0"),
+    "sampled_bert4rec": (["model=bert4rec", "distill.sampled_items=8"], "needs a causal learner"),
 }
 THROUGH_CLI = ("window", "d1", "backend")  # the others in-process: a launch is mostly importing torch
 

@@ -385,3 +385,57 @@ def test_build_model_refuses_impossible_configs(name, kwargs, message):
         build_model(name, 10, **kwargs)
     with pytest.raises(ConfigError, match="num_items"):
         build_model("sasrec", 0)
+
+
+# ------------------------------------------------ chunked linear cross-entropy
+@pytest.mark.parametrize("chunk_scores", [1, 7 * 30, 10**9])  # a row per chunk, a ragged last chunk, one chunk
+def test_linear_cross_entropy_equals_cross_entropy_of_the_scores(chunk_scores):
+    from td3.models.linear_ce import linear_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(23, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(30, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 30, (23,), generator=g)
+    ref = F.cross_entropy(h @ table.T, target)
+    ref_h, ref_t = torch.autograd.grad(3.0 * ref, (h, table))
+    out = linear_cross_entropy(h, table, target, chunk_scores=chunk_scores)
+    got_h, got_t = torch.autograd.grad(3.0 * out, (h, table))  # the incoming gradient scales both
+    assert out.item() == pytest.approx(ref.item(), rel=1e-12)
+    torch.testing.assert_close(got_h, ref_h, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got_t, ref_t, rtol=1e-10, atol=1e-12)
+
+
+def test_linear_cross_entropy_without_grad_and_first_order_only():
+    from td3.models.linear_ce import linear_cross_entropy
+
+    h = torch.randn(5, 4, requires_grad=True)
+    table = torch.randn(9, 4)  # a frozen table: no gradient computed for it
+    target = torch.tensor([0, 8, 3, 3, 1])
+    with torch.no_grad():
+        assert linear_cross_entropy(h, table, target).item() == pytest.approx(
+            F.cross_entropy(h @ table.T, target).item(), rel=1e-6)
+    loss = linear_cross_entropy(h, table, target)
+    (grad,) = torch.autograd.grad(loss, h, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+        torch.autograd.grad(grad.sum(), h)
+    with pytest.raises(ValueError, match="no rows"):
+        linear_cross_entropy(h[:0], table, target[:0])
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+def test_train_loss_equals_cross_entropy_of_logits(name):
+    """train_loss uses the chunked form; its value and gradients are the plain form's."""
+    model = make(name, **NO_DROPOUT[name])
+    x, _ = id_batch()
+    y = torch.where(x != 0, (x % V) + 1, torch.zeros_like(x))
+    params = list(model.parameters())
+    loss = model.train_loss(x, y)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    keep = y != 0
+    ref = F.cross_entropy(model.logits(model(x)[keep]), y[keep])
+    ref_grads = torch.autograd.grad(ref, params, allow_unused=True)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    for a, b in zip(grads, ref_grads):
+        assert (a is None) == (b is None)
+        if b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .linear_ce import linear_cross_entropy
+
 
 class Embedded:
     """Item embeddings (B, L, d) handed to a model in place of ids or distributions."""
@@ -50,6 +52,27 @@ class Embedded:
     @property
     def device(self):
         return self.value.device
+
+
+class Dropout(nn.Module):
+    """``nn.Dropout``'s function (zero with probability p, scale the rest by 1/(1-p)) with
+    its mask drawn by ``torch.rand``: on CPU ``nn.Dropout`` draws through ``bernoulli_``,
+    element by element, and took about a quarter of an inner step (docs/performance.md)."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability {p} must be in [0, 1)")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        mask = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return x * mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class SequentialRecommender(nn.Module):
@@ -104,6 +127,11 @@ class SequentialRecommender(nn.Module):
         scores[..., 0] = float("-inf")
         return scores
 
+    def cross_entropy(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-item cross-entropy of features h (n, d) against item ids (n,) in 1..num_items:
+        ``F.cross_entropy(self.logits(h), targets)`` without the (n, |V|+1) scores (first order only)."""
+        return linear_cross_entropy(h, self.item_embedding.weight[1:], targets - 1)
+
     def next_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Features scoring the item after each sequence: (B, d)."""
         return self.at_last(self.forward(x), lengths)
@@ -128,7 +156,7 @@ class SequentialRecommender(nn.Module):
         """
         h = self.forward(inputs)  # (B, L, d)
         keep = targets != 0
-        return F.cross_entropy(self.logits(h[keep]), targets[keep])
+        return self.cross_entropy(h[keep], targets[keep])
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import SequentialRecommender
+from .base import Dropout, SequentialRecommender
 from .sasrec import MASKED, SASRec, Block
 
 
@@ -52,7 +52,7 @@ class BERT4Rec(SequentialRecommender):
         self.mask_embedding = nn.Parameter(torch.zeros(hidden_size))
         self.position_embedding = nn.Embedding(max_len, hidden_size)
         self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.dropout = nn.Dropout(hidden_dropout)
+        self.dropout = Dropout(hidden_dropout)
         self.blocks = nn.ModuleList(
             Block(hidden_size, num_heads, inner_size, attn_dropout, hidden_dropout, layer_norm_eps)
             for _ in range(num_layers))
@@ -147,7 +147,7 @@ class BERT4Rec(SequentialRecommender):
         h = self.forward(seq, masked=masked)  # (B, L', d)
         if not masked.any():
             return h.sum() * 0.0
-        return F.cross_entropy(self.logits(h[masked]), seq[masked])
+        return self.cross_entropy(h[masked], seq[masked])
 
     def soft_cloze_loss(self, P: torch.Tensor, mask: torch.Tensor | None = None,
                         masked: torch.Tensor | None = None) -> torch.Tensor:

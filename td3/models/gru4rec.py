@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .base import SequentialRecommender
+from .base import Dropout, SequentialRecommender
 
 
 class GRU4Rec(SequentialRecommender):
@@ -31,7 +31,7 @@ class GRU4Rec(SequentialRecommender):
         self.hidden_size = hidden_size  # GRU state width
         self.embedding_size = embedding_size  # item table and feature width
         self.max_len = max_len  # unused by the architecture; kept for a uniform interface
-        self.emb_dropout = nn.Dropout(dropout)
+        self.emb_dropout = Dropout(dropout)
         self.gru = nn.GRU(embedding_size, hidden_size, num_layers, bias=False, batch_first=True)
         self.dense = nn.Linear(hidden_size, embedding_size)
         self._init_weights()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .base import SequentialRecommender
+from .base import Dropout, SequentialRecommender
 
 
 class NARM(SequentialRecommender):
@@ -38,12 +38,12 @@ class NARM(SequentialRecommender):
         self.hidden_size = hidden_size  # GRU state width
         self.embedding_size = embedding_size  # item table and feature width
         self.max_len = max_len  # unused by the architecture; kept for a uniform interface
-        self.emb_dropout = nn.Dropout(emb_dropout)
+        self.emb_dropout = Dropout(emb_dropout)
         self.gru = nn.GRU(embedding_size, hidden_size, num_layers, bias=False, batch_first=True)
         self.a_1 = nn.Linear(hidden_size, hidden_size, bias=False)  # keys h_j
         self.a_2 = nn.Linear(hidden_size, hidden_size, bias=False)  # query h_t
         self.v_t = nn.Linear(hidden_size, 1, bias=False)
-        self.ct_dropout = nn.Dropout(ct_dropout)
+        self.ct_dropout = Dropout(ct_dropout)
         self.b = nn.Linear(2 * hidden_size, embedding_size, bias=False)
         self._init_weights()
 

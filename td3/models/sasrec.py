@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import SequentialRecommender
+from .base import Dropout, SequentialRecommender
 
 # Additive mask value: large enough that exp() underflows to 0, finite so that a row
 # with every key masked (an all-padding sequence) gives a uniform softmax, not NaN.
@@ -28,8 +28,8 @@ class SelfAttention(nn.Module):
         self.heads = heads
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
-        self.attn_dropout = nn.Dropout(attn_dropout)
-        self.dropout = nn.Dropout(hidden_dropout)
+        self.attn_dropout = Dropout(attn_dropout)
+        self.dropout = Dropout(hidden_dropout)
         self.norm = nn.LayerNorm(hidden, eps=eps)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(hidden, inner)
         self.fc2 = nn.Linear(inner, hidden)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.norm = nn.LayerNorm(hidden, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,7 @@ class SASRec(SequentialRecommender):
         self.init_std = init_std
         self.position_embedding = nn.Embedding(max_len, hidden_size)
         self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.dropout = nn.Dropout(hidden_dropout)
+        self.dropout = Dropout(hidden_dropout)
         self.blocks = nn.ModuleList(
             Block(hidden_size, num_heads, inner_size, attn_dropout, hidden_dropout, layer_norm_eps)
             for _ in range(num_layers))
