@@ -29,9 +29,15 @@ from td3.train import dataset_options, model_options
 
 
 class RandomTeacher:
-    def __init__(self, cfg, num_items):
-        self.model = build_model("sasrec", num_items, max_len=cfg["max_len"], **model_options(cfg["model"])).eval()
-        self.pool = [build_model("sasrec", num_items, max_len=cfg["max_len"], **model_options(cfg["model"])).state_dict()]
+    """A freshly initialised teacher of the config's learner and a one-checkpoint init pool,
+    on ``device`` (the engine reads both where it computes, as it reads a real teacher's)."""
+
+    def __init__(self, cfg, num_items, device="cpu"):
+        def fresh():
+            return build_model(cfg["model"]["name"], num_items, max_len=cfg["max_len"], **model_options(cfg["model"]))
+
+        self.model = fresh().to(device).eval()
+        self.pool = [{k: v.to(device) for k, v in fresh().state_dict().items()}]
 
     @property
     def item_embedding(self):

@@ -268,6 +268,8 @@ class Audit:
                 # with the original's thread count: it is not in the signature, yet a
                 # different count changes float summation order and so the numbers
                 cfg["threads"] = (record.get("environment") or {}).get("torch_threads") or cfg.get("threads")
+                # and on its device: a GPU draws dropout from its own generator (docs/gpu.md)
+                cfg["device"] = (record.get("environment") or {}).get("device") or cfg.get("device")
                 teacher = (record.get("teacher") or {}).get("run")
                 if teacher and Path(teacher).is_dir():  # copy the teacher: the audit re-runs the distillation
                     shutil.copytree(teacher, Path(scratch) / "train" / Path(teacher).name)

@@ -43,6 +43,7 @@ from .data import load_dataset, training_windows
 from .errors import ConfigError, DamagedFileError, TrainingError
 from .evaluate import protocol_problems
 from .inner import EMBEDDING, InnerConfig, InnerLoop
+from .layout import SUMMARY_METHODS, run_dir_for, summary_dir_for  # light: no torch
 from .models import MODELS, build_model
 from .models.linear_ce import linear_cross_entropy
 from .optim import Adam, CosineSchedule
@@ -50,7 +51,6 @@ from .train import dataset_options, model_options, setup_runtime, train as train
 
 log = logging.getLogger("td3.distill")
 
-SUMMARY_METHODS = {"td3": "tucker", "farzi": "farzi", "naive": "naive"}
 METHODS = (*SUMMARY_METHODS, "random", "longest", "full")
 MODEL_CONF_DIR = Path(CONF_DIR) / "model"   # evaluation learners' options, conf/model/<name>.yaml
 
@@ -177,10 +177,6 @@ def item_table_width(options: dict) -> int | None:
     return options.get("embedding_size") or options.get("hidden_size")
 
 
-#: What a summary depends on: everything but how it is evaluated afterwards.
-SUMMARY_KEYS = ("method", "seed", "teacher_seed", "max_len", "dataset", "model", "train", "summary", "distill")
-
-
 def _cached_summary(summary_dir: Path, device, teacher) -> tuple | None:
     """The summary another run already distilled in ``summary_dir`` with its ``distill.json``,
     or None when there is none or it cannot be read: a damaged cache (a truncated or
@@ -208,21 +204,6 @@ def _cached_summary(summary_dir: Path, device, teacher) -> tuple | None:
         marker.unlink()
         return None
     return summary, info
-
-
-def summary_dir_for(cfg: dict) -> tuple[Path, str]:
-    """The cached summary of a config: one distillation serves every evaluation of it
-    (other architectures, protocols, budgets, seeds)."""
-    sig = records.signature({k: cfg[k] for k in SUMMARY_KEYS})
-    s = cfg["summary"]
-    name = f"{cfg['dataset']['name']}-{cfg['method']}-{s['mu']}x{s['zeta']}-{sig}"
-    return Path(cfg["results_dir"]) / "summaries" / name, sig
-
-
-def run_dir_for(cfg: dict, sig: str) -> Path:
-    s = cfg["summary"]
-    return Path(cfg["results_dir"]) / "distill" / (
-        f"{cfg['dataset']['name']}-{cfg['method']}-{s['mu']}x{s['zeta']}-{sig}")
 
 
 # ----------------------------------------------------------------- teacher

@@ -107,14 +107,21 @@ def package_versions() -> dict:
     return versions
 
 
-def environment() -> dict:
+def environment(device: str | None = None) -> dict:
+    """Where a run computes. ``device``: the config's setting, recorded as resolved
+    (``auto`` -> cuda or cpu). Like the thread count it is left out of the signature, yet a
+    GPU run does not repeat a CPU run to the bit: dropout draws from the device's own
+    random generator (docs/gpu.md)."""
     import torch
+
+    from .device import resolve_device
     return {
         "host": platform.node(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "device": str(resolve_device(device)),
         "argv": sys.argv,
     }
 
@@ -325,6 +332,6 @@ def new_record(kind: str, config: dict, sig: str) -> dict:
         "seed": config.get("seed"),
         "git": git_state(),
         "packages": package_versions(),
-        "environment": environment(),
+        "environment": environment(config.get("device")),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

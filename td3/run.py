@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import records
+from . import layout, records
 from .errors import TD3Error
 
 log = logging.getLogger("td3.run")
@@ -48,11 +48,12 @@ class RunResult:
 
 def run_dir_of(cfg: dict) -> Path:
     """Where the run of ``cfg`` keeps its record."""
-    from .distill import run_dir_for
-    return run_dir_for(cfg, records.signature(cfg))
+    return layout.run_dir_for(cfg, records.signature(cfg))
 
 
 def is_done(cfg: dict) -> bool:
+    """Whether the run of ``cfg`` is complete: reads its record only (no torch, no engine),
+    so a sweep's driver can ask it of every grid point in a fraction of a second."""
     return records.is_complete(run_dir_of(cfg))
 
 

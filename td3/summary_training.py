@@ -41,13 +41,14 @@ from tqdm.auto import tqdm
 
 from td3.data import training_windows
 from td3 import stop
-from td3.errors import ConfigError, TrainingError
+from td3.errors import ConfigError
 from td3.evaluate import PROTOCOLS as RANKINGS, EvalResult, evaluate, protocol_problems
 from td3.losses import summary_loss
 from td3.models import build_model
 from td3.models.base import SequentialRecommender
 from td3.optim import Adam
-from td3.train import resolve_device, rng_state, seed_everything, set_rng_state, train_epoch
+from td3.device import resolve_device
+from td3.train import epoch_mean, rng_state, seed_everything, set_rng_state, train_epoch
 
 __all__ = ["SummaryTrainingResult", "train_on_summary", "train_on_sequences", "build_learner",
            "PROTOCOLS", "SELECT_PROTOCOL", "SELECT_METRIC"]
@@ -259,7 +260,7 @@ def train_on_summary(S: torch.Tensor, data, model_name: str, model_options: dict
 
     Each epoch is one pass over the μ rows of S in a seeded random order, in batches of
     ``batch_size`` rows, with ``summary_loss``. S is treated as data: detached, float32.
-    A non-finite loss raises ``TrainingError`` naming the epoch and step.
+    A non-finite loss raises ``TrainingError`` naming the epoch and step (when that epoch ends).
     ``exclude_history`` applies to the final "full" ranking, as ``eval.exclude_history``
     does in full-data training. Seeds the global RNGs (as ``td3.train`` does).
     """
@@ -277,20 +278,21 @@ def train_on_summary(S: torch.Tensor, data, model_name: str, model_options: dict
     alt_positions = torch.Generator().manual_seed(alt_seed)
 
     def run_epoch(epoch: int) -> float:
+        # as td3.train.train_epoch: the order on the CPU, the losses read once per epoch
         model.train()
-        order = torch.randperm(S.shape[0], generator=shuffle).to(device)
-        total = 0.0
-        for step, begin in enumerate(range(0, len(order), batch_size)):
+        order = torch.randperm(S.shape[0], generator=shuffle).to(device, non_blocking=True)
+        starts = range(0, len(order), batch_size)
+        losses = []
+        for begin in starts:
             rows = order[begin:begin + batch_size]
             loss = summary_loss(model, S[rows], alt, alt_low, alt_positions, alt_weight=alt_weight)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"non-finite loss ({loss.item()}) training {model_name} on the "
-                                    f"summary at epoch {epoch}, step {step}")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(rows)
-        return total / len(order)
+            losses.append(loss.detach())
+        return epoch_mean(torch.stack(losses).tolist(), [min(batch_size, len(order) - b) for b in starts],
+                          f"non-finite loss ({{loss}}) training {model_name} on the summary at epoch "
+                          f"{epoch}, step {{step}}")
 
     return _fit(model, data, run_epoch, epochs=epochs, select=select, eval_every=eval_every,
                 max_len=max_len, eval_protocols=eval_protocols, exclude_history=exclude_history,

@@ -3,11 +3,12 @@
 Each grid point is one ``td3.run.run(cfg)``, launched by whichever Hydra launcher is
 chosen: the basic one (in this process, one after the other), ``submitit_local`` (local
 processes) or ``submitit_slurm`` / the ``td3_slurm`` preset (one SLURM array task per
-point). The grid comes from the sweep file (``sweeps/<name>.yaml``, see ``td3.grid``) and
-the command line. Complete runs are skipped before anything is launched
-(``hydra/sweeper=td3_grid``); a failed run leaves a ``failed`` record and the sweep goes
-on; a preempted or timed-out SLURM job is requeued by Submitit (the launcher's ``checkpoint``
-resubmits the same call) and the run resumes from its last checkpoint.
+point, or per ``hydra.launcher.runs_per_task`` points: ``RunGroup``). The grid comes from
+the sweep file (``sweeps/<name>.yaml``, see ``td3.grid``) and the command line. Complete
+runs are skipped before anything is launched (``hydra/sweeper=td3_grid``); a failed run
+leaves a ``failed`` record and the sweep goes on; a preempted or timed-out SLURM job is
+requeued by Submitit (the launcher's ``checkpoint`` resubmits the same call) and the run
+resumes from its last checkpoint.
 
 The sweep directory (``<results>/sweeps/<name>/<time>/``) keeps ``multirun.yaml`` (the
 sweep's config), ``jobs/<signature>.json`` (one ledger entry per grid point: its
@@ -20,6 +21,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,6 +45,15 @@ def write_ledger_entry(sweep_dir: str | Path, overrides: Sequence[str], **fields
     key = records.signature({"overrides": sorted(overrides)})
     entry = {"overrides": list(overrides), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields}
     return records.write_json(Path(sweep_dir) / "jobs" / f"{key}.json", entry)
+
+
+def ledger_entry(sweep_dir: str | Path, overrides: Sequence[str]) -> dict | None:
+    """The sweep's note about one grid point, or None if it has none (or it is unreadable)."""
+    key = records.signature({"overrides": sorted(overrides)})
+    try:
+        return json.loads((Path(sweep_dir) / "jobs" / f"{key}.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def read_ledger(sweep_dir: str | Path) -> list[dict]:
@@ -94,6 +105,49 @@ def task(cfg: DictConfig) -> dict:
     if hc.mode == hydra.types.RunMode.MULTIRUN:
         write_ledger_entry(hc.sweep.dir, overrides, **result.as_dict())
     return result.as_dict()
+
+
+@dataclass
+class GroupedRunError:
+    """A run of a grouped task that raised before it could say so in its own record (its
+    config did not compose, Hydra's job setup failed): the sweep records it as failed."""
+
+    error: str
+
+
+class RunGroup:
+    """Submitit's callable when ``hydra.launcher.runs_per_task`` > 1: several grid points
+    one after the other in one task, each through the launcher exactly as if it had a task
+    of its own (its own Hydra job, record and ledger entry), so the task's start is paid
+    once. ``calls`` are the launcher's arguments, one tuple per run.
+
+    A run that raises is reported as failed (``GroupedRunError``) and the next one runs. On
+    a preemption or a timeout Submitit requeues the task with the copy ``checkpoint``
+    returns, which keeps the results of the runs already done: the requeued task goes on
+    with the run it was in (which resumes from its own checkpoint) and the ones after it."""
+
+    def __init__(self, launcher: Any) -> None:
+        self.launcher = launcher
+        self.done: dict[int, Any] = {}
+
+    def __call__(self, calls: list[tuple]) -> list:
+        for index, call in enumerate(calls):
+            if index not in self.done:
+                print(f"td3: run {index + 1} of {len(calls)} in this task: {' '.join(call[0])}", flush=True)
+                self.done[index] = self._run(call)
+        return [self.done[index] for index in range(len(calls))]
+
+    def _run(self, call: tuple) -> Any:
+        try:
+            return self.launcher(*call)
+        except Exception as exc:  # this run's problem: the others of the task still run
+            log.exception("td3 sweep: run %s raised", " ".join(call[0]))
+            return GroupedRunError(f"{type(exc).__name__}: {exc}")
+
+    def checkpoint(self, calls: list[tuple]) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, calls)
 
 
 def main() -> None:

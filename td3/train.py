@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from . import records, stop
 from .cli import hydra_command
+from .device import cuda_rng_state, prepare_cuda, resolve_device, set_cuda_rng_state
 from .data import load_dataset, training_windows
 from .errors import ConfigError, TrainingError
 from .evaluate import PROTOCOLS, evaluate, protocol_problems
@@ -39,12 +40,6 @@ log = logging.getLogger("td3.train")
 
 
 # ------------------------------------------------------------------ helpers
-def resolve_device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def setup_runtime(cfg: dict) -> torch.device:
     """Device and torch threads for a run. Give a process as many threads as it has cores:
     more makes OpenMP threads wait on each other (TD3 outer steps on ML-100K: 4-185 s with
@@ -55,7 +50,10 @@ def setup_runtime(cfg: dict) -> torch.device:
     otherwise differs between identical runs (by ~1e-10 per outer step, which 74 outer
     steps of the synthetic default grew to 0.4 in the summary's factors), so a run made
     with several threads could not be re-run bitwise. ``warn_only``: where an op has no
-    deterministic kernel (on CUDA), the run goes on and says so."""
+    deterministic kernel (on CUDA), the run goes on and says so. On CUDA, cuBLAS is only
+    deterministic with a fixed workspace, set here before the run first touches the GPU
+    (``td3.device.prepare_cuda``)."""
+    prepare_cuda()
     threads = cfg.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK")
     if threads:
         torch.set_num_threads(int(threads))
@@ -82,13 +80,19 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The global random states; on a GPU also its own, from which dropout draws there."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    cuda = cuda_rng_state()
+    if cuda is not None:
+        state["cuda"] = cuda
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    set_cuda_rng_state(state.get("cuda"))
 
 
 def dataset_options(cfg: dict) -> dict:
@@ -171,7 +175,9 @@ def _train(cfg: dict, sig: str, run_dir: Path) -> Path:
     last = run_dir / "last.pt"
     if last.exists():
         try:
-            saved = torch.load(last, map_location=device, weights_only=False)
+            # on the CPU: the generator and RNG states must stay CPU tensors (set_state refuses
+            # others); the model's and optimiser's load_state_dict copy to the run's device
+            saved = torch.load(last, map_location="cpu", weights_only=False)
         except Exception as exc:
             raise TrainingError(f"checkpoint {last} cannot be read ({type(exc).__name__}); delete it to start over") from exc
         model.load_state_dict(saved["model"])
@@ -258,21 +264,38 @@ def _train(cfg: dict, sig: str, run_dir: Path) -> Path:
 
 
 def train_epoch(model, optimizer, inputs, targets, batch_size: int, shuffle: torch.Generator, epoch: int) -> float:
-    """One pass over the training windows in a seeded random order; returns the mean loss."""
+    """One pass over the training windows in a seeded random order; returns the mean loss.
+
+    The order is drawn on the CPU (the same on every device). The step losses stay on the
+    device until the epoch ends: reading one per step would make the CPU wait for the GPU
+    at every step. A non-finite loss is therefore found at the end of its epoch (the run
+    fails all the same, naming the step).
+    """
     model.train()
-    order = torch.randperm(len(inputs), generator=shuffle).to(inputs.device)
-    total, count = 0.0, 0
-    for step, start in enumerate(range(0, len(order), batch_size)):
+    order = torch.randperm(len(inputs), generator=shuffle).to(inputs.device, non_blocking=True)
+    starts = range(0, len(order), batch_size)
+    losses = []
+    for start in starts:
         idx = order[start:start + batch_size]
         loss = model.train_loss(inputs[idx], targets[idx])
-        if not torch.isfinite(loss):
-            raise TrainingError(f"non-finite training loss ({loss.item()}) at epoch {epoch}, step {step}")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        total += loss.item() * len(idx)
-        count += len(idx)
-    return total / count
+        losses.append(loss.detach())
+    return epoch_mean(torch.stack(losses).tolist(), [min(batch_size, len(order) - s) for s in starts],
+                      f"non-finite training loss ({{loss}}) at epoch {epoch}, step {{step}}")
+
+
+def epoch_mean(losses: list[float], sizes: list[int], error: str) -> float:
+    """Mean of per-step losses weighted by their batch sizes, summed in step order (so the
+    figure is the one a per-step sum gives); ``error`` (with {loss} and {step}) names the
+    first non-finite step."""
+    total = 0.0
+    for step, (loss, size) in enumerate(zip(losses, sizes)):
+        if not math.isfinite(loss):
+            raise TrainingError(error.format(loss=loss, step=step))
+        total += loss * size
+    return total / sum(sizes)
 
 
 @hydra_command("train")

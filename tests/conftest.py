@@ -23,6 +23,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:          # run without installing the package
     sys.path.insert(0, str(REPO_ROOT))
 
+# On a GPU machine, tests that run learners in this process (device=auto) start cuBLAS
+# before any run's own setup could ask for its deterministic workspace: ask now, before CUDA
+# starts (td3/device.py). Subprocesses inherit it.
+from td3.device import prepare_cuda  # noqa: E402
+
+prepare_cuda()
+
+NO_GPU = "no CUDA device: torch.cuda.is_available() is False (the cuda tests run where a GPU is visible; docs/gpu.md)"
+
 
 def shared_datasets_dir() -> Path:
     configured = os.environ.get("TD3_SHARED_DATASETS")
@@ -57,10 +66,17 @@ def mirror_data_dir(data_dir, shared_datasets, monkeypatch) -> Path:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into node ids
 def pytest_collection_modifyitems(config, items):
-    """Every test that uses the local SLURM runs on one xdist worker: one cluster, one port."""
+    """Every test that uses the local SLURM runs on one xdist worker: one cluster, one port.
+    Tests marked ``cuda`` share one worker too (one GPU), and skip, saying why, without one."""
+    gpu = None
     for item in items:
         if "slurm" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("slurm"))
+        if item.get_closest_marker("cuda") is not None:
+            if gpu is None:
+                import torch
+                gpu = torch.cuda.is_available()
+            item.add_marker(pytest.mark.xdist_group("cuda") if gpu else pytest.mark.skip(reason=NO_GPU))
 
 
 @pytest.fixture(scope="session")

@@ -412,3 +412,36 @@ def test_window_outside_zero_to_steps_is_a_config_error():
 def test_bad_inner_config_is_a_config_error(kwargs, needle):
     with pytest.raises(ConfigError, match=needle):
         InnerLoop(make_model(), InnerConfig(**kwargs))
+
+
+@pytest.mark.parametrize("embedding", ["trainable", "frozen"])
+def test_backends_agree_on_a_sampled_item_subset(float64, embedding):
+    """distill.sampled_items: S and the learner's scores cover only the step's candidates
+    (td3/candidates.py). Both backends compute the same meta-gradient there, and it reaches
+    exactly the candidates' columns of the summary."""
+    pytest.importorskip("higher")
+    from td3.candidates import draw_candidates
+
+    logits, x, y = make_problem()
+    x, y = x[:2], y[:2]  # a small real batch, so that the targets leave items to sample
+    sampled = draw_candidates(y[y != 0], NUM_ITEMS, 6, torch.Generator().manual_seed(0))
+    assert len(sampled.items) < NUM_ITEMS - 10 and sampled.log_weight.max() > 0
+    grads = {}
+    for backend in ("func", "higher"):
+        model = make_model()
+        cfg = InnerConfig(lr=0.05, weight_decay=1e-3, batch_size=4, alt=True, alt_low=2,
+                          frozen_embedding=embedding == "frozen", backend=backend)
+        S = (logits[..., sampled.items] + sampled.log_weight).softmax(-1)  # (μ, ζ, k)
+        params = InnerLoop(model, cfg).run(S, init_of(model), steps=12, window=5,
+                                           generator=torch.Generator().manual_seed(7), candidates=sampled)
+        table = params[EMBEDDING][1:][sampled.items]
+        h = functional_call(model, params, (x,))
+        keep = y != 0
+        loss = F.cross_entropy(h[keep] @ table.T + sampled.log_weight, sampled.local(y[keep]))
+        (grads[backend],) = torch.autograd.grad(loss, logits)
+    g = grads["func"]
+    assert rel(grads["higher"], g) <= 1e-8, rel(grads["higher"], g)
+    touched = g.abs().sum(dim=(0, 1)) > 0  # (|V|,) columns that receive a meta-gradient
+    expected = torch.zeros(NUM_ITEMS, dtype=torch.bool)
+    expected[sampled.items] = True
+    assert torch.equal(touched, expected)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import REPO, run_cli
+from cli_helpers import IMPORT_LOG, REPO, run_cli
 from submitit.core.utils import DelayedSubmission
 
 import slurm_cluster
@@ -86,6 +86,73 @@ def test_jobs_sharing_a_summary_start_after_every_distinct_one():
     assert spread_shared(jobs, keys) == ["a-scratch", "b-scratch", "random", "full", "a-paper", "b-paper"]
     assert spread_shared(jobs, [None] * 6) == jobs
     assert spread_shared([], []) == []
+
+
+# ------------------------------------------------- what deciding "done?" costs
+def imported_modules(proc: subprocess.CompletedProcess) -> set[str]:
+    """The modules a process imported, from its import log (run with IMPORT_LOG)."""
+    return {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_a_sweep_of_complete_runs_imports_neither_torch_nor_the_engine(tmp_path, monkeypatch):
+    """The sweeper's "is this run done?" (and which summary a run shares) reads records and
+    hashes configs: a relaunched sweep whose points are all complete answers without the
+    seconds torch's import costs."""
+    from td3 import records
+    from td3.run import run_dir_of
+    from td3.tune import compose_config
+
+    env = make_env(tmp_path)
+    monkeypatch.setenv("TD3_RESULTS_DIR", env["TD3_RESULTS_DIR"])
+    for method in ("random", "td3"):   # td3 distils a summary: the sweeper also asks where it lives
+        cfg = compose_config([*SMOKE, "seed=0", f"method={method}"])
+        records.write_json(run_dir_of(cfg) / records.RECORD_NAME, {"status": "complete"})
+    proc = run_cli("td3.sweep", "-m", *SMOKE, "seed=0", "method=random,td3", env={**env, **IMPORT_LOG})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 runs: 2 skipped" in proc.stdout, proc.stdout[-2000:]
+    imported = imported_modules(proc)
+    assert "hydra" in imported and "td3.run" in imported, "no import log in stderr"
+    assert not {m for m in imported if m.split(".")[0] == "torch" or m in ("td3.distill", "td3.train")}, \
+        sorted(m for m in imported if m.startswith(("torch", "td3.")))[:10]
+
+
+class FakeLauncher:
+    """Stands for the Submitit launcher in a ``RunGroup``: a call is one run (module level:
+    the group is pickled on a requeue)."""
+
+    def __init__(self, stop_at: str | None = None):
+        self.stop_at = stop_at
+        self.ran: list[str] = []
+
+    def __call__(self, overrides, *rest):
+        name = overrides[0]
+        self.ran.append(name)
+        if name == self.stop_at:
+            raise SystemExit(-1)          # what Submitit's requeue does to a task
+        if name.startswith("bad"):
+            raise ValueError(f"{name} does not compose")
+        return f"{name} done"
+
+
+def test_a_run_group_goes_past_a_failing_run_and_a_requeue_resumes_after_the_runs_done():
+    import pickle
+
+    from td3.sweep import GroupedRunError, RunGroup
+
+    calls = [([name], "hydra.sweep.dir", i, f"job_id_for_{i}", {}) for i, name in enumerate(["a", "bad-b", "c"])]
+    group = RunGroup(FakeLauncher())
+    results = group(calls)
+    assert results[0] == "a done" and results[2] == "c done"       # the run after the failure ran
+    assert isinstance(results[1], GroupedRunError) and "bad-b does not compose" in results[1].error
+
+    # preempted in the third run: the requeued task runs the third only, and returns all three
+    group = RunGroup(FakeLauncher(stop_at="c"))
+    with pytest.raises(SystemExit):
+        group(calls)
+    requeued = pickle.loads(pickle.dumps(group.checkpoint(calls)))
+    requeued.function.launcher.stop_at = None
+    assert requeued.result()[0] == "a done" and requeued.result()[2] == "c done"
+    assert requeued.function.launcher.ran == ["a", "bad-b", "c", "c"]   # a and bad-b were not run again
 
 
 # ------------------------------------------------------- Hydra's basic launcher
@@ -274,6 +341,52 @@ def test_cancelled_slurm_job_becomes_a_failed_record_and_the_array_completes(tmp
     summary = last_summary(root)
     assert summary["counts"] == {"complete": 1, "failed": 1}
     assert "CANCELLED" in out
+
+
+@pytest.mark.slow
+def test_grouped_slurm_tasks_run_several_runs_each_with_its_own_record(tmp_path, slurm):
+    """``runs_per_task``: one array task runs several grid points one after the other; each
+    keeps its own record and ledger entry, a failed one does not stop the next, and a
+    relaunch submits only what is not complete."""
+    root = tmp_path
+    env = make_env(root, **slurm)
+    grouped = [*SMOKE, "evaluation.epochs=1", "summary.d1=20", "hydra/launcher=td3_slurm",
+               "hydra.launcher.runs_per_task=2"]
+
+    def sweep(*points: str) -> tuple[subprocess.CompletedProcess, Path]:
+        before = set((root / "runs" / "sweeps" / "smoke").glob("*"))
+        proc = run_cli("td3.sweep", "-m", *grouped, *points, env=env, timeout=900)
+        (sweep_dir,) = set((root / "runs" / "sweeps" / "smoke").glob("*")) - before
+        return proc, sweep_dir
+
+    def tasks(sweep_dir: Path) -> list[Path]:  # the log of each task (one task alone is no array)
+        return sorted((sweep_dir / ".submitit").glob("*/*_log.out"))
+
+    # One task of two runs: TD3 first, refused (Tucker rank d1=20 above mu=10), then Random.
+    proc, sweep_dir = sweep("seed=0", "method=td3,random")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(tasks(sweep_dir)) == 1, tasks(sweep_dir)
+    recs = {r["config"]["method"]: r for r in records_under(root).values()}
+    assert recs["td3"]["status"] == "failed" and "d1=20" in recs["td3"]["error"]
+    assert recs["random"]["status"] == "complete"
+    assert last_summary(root)["counts"] == {"complete": 1, "failed": 1}
+    log = tasks(sweep_dir)[0].read_text()
+    assert "run 1 of 2" in log and "run 2 of 2" in log, log[-2000:]
+
+    # Seed 0's Random run is complete: skipped; the two new points share one task.
+    done = {p: p.stat().st_mtime_ns for p in (root / "runs" / "distill").glob("*random*/record.json")}
+    proc, sweep_dir = sweep("seed=0,1,2", "method=random")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 runs: 2 complete, 1 skipped" in proc.stdout, proc.stdout[-2000:]
+    assert len(tasks(sweep_dir)) == 1, tasks(sweep_dir)
+    assert {p: p.stat().st_mtime_ns for p in done} == done
+    randoms = [r for r in records_under(root).values() if r["config"]["method"] == "random"]
+    assert sorted(r["config"]["seed"] for r in randoms) == [0, 1, 2] and all(r["status"] == "complete" for r in randoms)
+
+    # Everything complete: nothing is submitted.
+    proc, sweep_dir = sweep("seed=0,1,2", "method=random")
+    assert proc.returncode == 0 and "3 runs: 3 skipped" in proc.stdout, proc.stdout[-2000:]
+    assert tasks(sweep_dir) == []
 
 
 @pytest.mark.slow

@@ -4,9 +4,11 @@ item embedding -> dropout -> GRU (no bias) -> dense back to the embedding size, 
 position. The GRU is causal, so one pass gives the next-item features of every prefix, and
 the dense layer makes the features as wide as the item table so that logits = features · Eᵀ.
 
-``nn.GRU`` is used as is: on CPU it runs the native (non-fused) kernel, which supports double
-backward, ``torch.func.functional_call`` and ``higher`` (tests/test_models.py checks it with
-gradgradcheck).
+``nn.GRU`` runs torch's native kernels, which support double backward,
+``torch.func.functional_call`` and ``higher`` (tests/test_models.py checks it with
+gradgradcheck). On CUDA torch would pick cuDNN's RNN instead, whose backward can be neither
+differentiated again (the distillation's inner loop needs that) nor run in eval mode (the
+outer loss scores the unrolled learner without dropout): ``native_gru`` keeps cuDNN out.
 
 Defaults: RecBole's GRU4Rec.yaml has embedding 64, hidden 128, 1 layer, dropout 0.3. Here
 ``hidden_size`` defaults to 64 and ``embedding_size`` to ``hidden_size``; pass
@@ -19,6 +21,19 @@ import torch
 import torch.nn as nn
 
 from .base import Dropout, SequentialRecommender
+
+
+def native_gru(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
+    """``gru(x)``'s outputs (B, L, H) through torch's own kernels, never cuDNN's (see above).
+    The switch is process-wide while the GRU runs, and restored after it."""
+    if not x.is_cuda:
+        return gru(x)[0]
+    enabled = torch.backends.cudnn.enabled
+    torch.backends.cudnn.enabled = False
+    try:
+        return gru(x)[0]
+    finally:
+        torch.backends.cudnn.enabled = enabled
 
 
 class GRU4Rec(SequentialRecommender):
@@ -49,5 +64,5 @@ class GRU4Rec(SequentialRecommender):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         # ``mask`` is not needed: padding sits on the right and the GRU only looks left.
         e = self.emb_dropout(self.embed_items(x))  # (B, L, E)
-        h, _ = self.gru(e)  # (B, L, H)
+        h = native_gru(self.gru, e)  # (B, L, H)
         return self.dense(h)  # (B, L, E)

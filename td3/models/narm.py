@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from .base import Dropout, SequentialRecommender
+from .gru4rec import native_gru
 
 
 class NARM(SequentialRecommender):
@@ -72,8 +73,9 @@ class NARM(SequentialRecommender):
         return self._read(h, query, (keys & mask).unsqueeze(1)).squeeze(1)  # (B, E)
 
     def _states(self, x: torch.Tensor) -> torch.Tensor:
-        """GRU hidden states of the (dropped-out) item embeddings: (B, L, H)."""
-        return self.gru(self.emb_dropout(self.embed_items(x)))[0]
+        """GRU hidden states of the (dropped-out) item embeddings: (B, L, H); never cuDNN's
+        GRU, whose backward cannot be differentiated again (``gru4rec.native_gru``)."""
+        return native_gru(self.gru, self.emb_dropout(self.embed_items(x)))
 
     def _read(self, h: torch.Tensor, query: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """Local + global encoder for Q query states (B, Q, H) over keys h (B, L, H) -> (B, Q, E)."""

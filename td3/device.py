@@ -1,0 +1,67 @@
+"""The device a run computes on, and what CUDA needs before it starts (docs/gpu.md).
+
+``device=auto`` (the default) is CUDA when torch sees a GPU, else the CPU. Under SLURM and
+Ray a job sees only the GPUs it was given (both set ``CUDA_VISIBLE_DEVICES``), so "cuda"
+is always the job's own GPU.
+
+Deterministic runs on CUDA: every run turns on torch's deterministic algorithms
+(``td3.train.use_deterministic_algorithms``). For cuBLAS that needs a fixed workspace,
+``CUBLAS_WORKSPACE_CONFIG=:4096:8``, which torch reads when the process first uses
+cuBLAS; set later, it changes nothing for that process. ``prepare_cuda`` sets it before a
+run touches CUDA. This module imports nothing of td3, so records and launchers can use it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+log = logging.getLogger("td3.device")
+
+CUBLAS_VARIABLE = "CUBLAS_WORKSPACE_CONFIG"
+#: The two values torch accepts as deterministic; the first is what td3 sets.
+CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` / None: CUDA when a GPU is visible, else the CPU; anything else as given."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def prepare_cuda() -> None:
+    """Put a deterministic cuBLAS workspace in the environment, unless one is there.
+
+    Harmless on a machine without CUDA (nothing reads the variable). A different value
+    the user set is kept, with a warning: torch will then warn that cuBLAS is not
+    deterministic, which is what that value asks for.
+    """
+    value = os.environ.get(CUBLAS_VARIABLE)
+    if value in CUBLAS_DETERMINISTIC:
+        return
+    if value is not None:
+        log.warning("%s=%s is not one of %s: cuBLAS results may differ between identical runs",
+                    CUBLAS_VARIABLE, value, ", ".join(CUBLAS_DETERMINISTIC))
+        return
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        # too late for a workspace already made; the next process gets it from the start
+        log.warning("CUDA started before %s was set: this process's cuBLAS may not be deterministic "
+                    "(set %s=%s in the environment)", CUBLAS_VARIABLE, CUBLAS_VARIABLE,
+                    CUBLAS_DETERMINISTIC[0])
+    os.environ[CUBLAS_VARIABLE] = CUBLAS_DETERMINISTIC[0]
+
+
+def cuda_rng_state() -> torch.Tensor | None:
+    """The current GPU's random state (dropout and BERT4Rec's masks draw from it there), or
+    None when this process has not used CUDA (reading it would start CUDA for nothing)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.get_rng_state()
+    return None
+
+
+def set_cuda_rng_state(state: torch.Tensor | None) -> None:
+    """Restore what ``cuda_rng_state`` returned (nothing to do for None or without CUDA)."""
+    if state is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state.cpu())  # torch takes a CPU ByteTensor
