@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +41,13 @@ def _get(d: dict, *path, default=None):
     return d
 
 
-def _parse(path: str) -> tuple[dict, list[dict]]:
+#: The columns of ``values``, in order; ``_parse`` yields its rows as tuples of these.
+VALUE_COLUMNS = ("run_dir", "model", "learner_seed", "split", "protocol", "metric", "value", "train_seconds")
+
+
+def _parse(path: str, splits: tuple[str, ...] | None = None) -> tuple[dict, list[tuple]]:
+    """One record: its ``runs`` row and its ``values`` rows (tuples in VALUE_COLUMNS order:
+    a tuple per value costs a fraction of a dict, and 10,000 records hold half a million)."""
     run_dir = os.path.dirname(path)
     try:
         with open(path, "rb") as f:
@@ -81,14 +86,25 @@ def _parse(path: str) -> tuple[dict, list[dict]]:
     }
     values = []
     for e in rec.get("evaluations") or []:
+        model, seed, seconds = e.get("model"), e.get("seed"), e.get("seconds")
         for split, by_protocol in (e.get("metrics") or {}).items():
+            if splits is not None and split not in splits:
+                continue
             for protocol, metrics in (by_protocol or {}).items():
-                for metric, value in (metrics or {}).items():
-                    values.append({"run_dir": run_dir, "model": e.get("model"), "learner_seed": e.get("seed"),
-                                   "split": split, "protocol": LEGACY_PROTOCOLS.get(protocol, protocol),
-                                   "metric": metric, "value": value,
-                                   "train_seconds": e.get("seconds")})
+                protocol = LEGACY_PROTOCOLS.get(protocol, protocol)
+                values.extend((run_dir, model, seed, split, protocol, metric, value, seconds)
+                              for metric, value in (metrics or {}).items())
     return run, values
+
+
+#: The columns of ``runs``, as ``_parse`` writes them: the frame has every one even when no
+#: record could be read (a run directory without a record has nothing but run_dir, status and
+#: error), so that the tables find their columns, empty.
+RUN_COLUMNS = ("run_dir", "signature", "status", "error", "method", "dataset", "mu", "zeta", "size",
+               "interactions", "seed", "summary_protocol", "models", "sweep", "git", "d1", "d2", "fsa", "alt",
+               "outer_lr", "inner_lr", "embedding", "init_from", "outer_epochs", "steps", "window", "eval_epochs",
+               "train_epochs", "teacher_seed", "distill_seconds", "distill_cached", "seconds_per_outer_step",
+               "peak_memory_mb", "total_seconds")
 
 
 def find_records(results: str | Path) -> list[str]:
@@ -107,35 +123,21 @@ def find_records(results: str | Path) -> list[str]:
     return sorted(out)
 
 
-def _parse_many(paths: list[str]) -> tuple[list[dict], list[dict]]:
+def load(results: str | Path, splits: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, values) of every run directory under ``results``; ``values`` of the given
+    ``splits`` only (default: all), e.g. ("test",) for the tables, which read no other.
+
+    One process: parsing is mostly json.loads, and a pool's workers sent back every value
+    pickled, which cost more than it saved on a machine whose cores are busy."""
     runs, values = [], []
-    for p in paths:
-        if not os.path.exists(p):
-            runs.append({"run_dir": os.path.dirname(p), "status": "no record", "error": "no record.json"})
+    for path in find_records(results):
+        if not os.path.exists(path):
+            runs.append({"run_dir": os.path.dirname(path), "status": "no record", "error": "no record.json"})
             continue
-        r, v = _parse(p)
-        runs.append(r)
-        values.extend(v)
-    return runs, values
-
-
-def load(results: str | Path, workers: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs, values) of every run directory under ``results``."""
-    paths = find_records(results)
-    workers = workers or min(4, os.cpu_count() or 1)
-    if workers > 1 and len(paths) > 2000:
-        chunks = [paths[i::workers] for i in range(workers)]
-        with ProcessPoolExecutor(workers) as pool:
-            parts = list(pool.map(_parse_many, chunks))
-    else:
-        parts = [_parse_many(paths)]
-    runs = pd.DataFrame([r for part in parts for r in part[0]])
-    values = pd.DataFrame([v for part in parts for v in part[1]])
-    if runs.empty:
-        runs = pd.DataFrame(columns=["run_dir", "status", "method", "dataset", "size", "seed", "summary_protocol"])
-    if values.empty:
-        values = pd.DataFrame(columns=["run_dir", "model", "learner_seed", "split", "protocol", "metric", "value"])
-    return runs, values
+        run, run_values = _parse(path, splits)
+        runs.append(run)
+        values.extend(run_values)
+    return pd.DataFrame(runs, columns=list(RUN_COLUMNS)), pd.DataFrame(values, columns=list(VALUE_COLUMNS))
 
 
 def _plain(value):
@@ -147,14 +149,16 @@ def variant_labels(runs: pd.DataFrame, group: list[str]) -> pd.Series:
     """For each run, the variant settings that differ from the most common ones of its
     ``group`` (e.g. dataset × method): '' for the usual run, 'd1=16' for a rank study."""
     labels = pd.Series("", index=runs.index, dtype=object)
+    keys = [key for key in VARIANT_KEYS if key in runs]
     for _, idx in runs.groupby(group, dropna=False).groups.items():
-        sub = runs.loc[idx]
+        sub = runs.loc[idx, keys]  # the variant settings only: the other columns are not looked at
         parts = pd.Series([[] for _ in range(len(sub))], index=sub.index, dtype=object)
-        for key in VARIANT_KEYS:
-            if key not in sub or sub[key].isna().all():
+        for key in keys:
+            if sub[key].isna().all():
                 continue
-            mode = sub[key].astype(str).mode().iloc[0]
-            for i in sub.index[sub[key].astype(str) != mode]:
+            as_text = sub[key].astype(str)
+            mode = as_text.mode().iloc[0]
+            for i in sub.index[as_text != mode]:
                 parts[i].append(f"{key}={_plain(sub.at[i, key])}")
         labels.loc[sub.index] = [" ".join(p) for p in parts]
     return labels

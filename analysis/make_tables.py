@@ -86,42 +86,89 @@ BUDGET_NAMES = {"outer_epochs": "outer epochs", "steps": "N", "window": "W", "ev
                 "train_epochs": "training epochs"}
 
 
-def budget_note(g: pd.DataFrame, reference: dict) -> str:  # noqa: D401
-    """'' when every run of a row has the reference budget; else what was cut, e.g.
-    'outer epochs 2 < 30, N 50 < 200'."""
-    parts = []
-    for key, ref in reference.items():
-        if key not in g:
+def budget_notes(runs: pd.DataFrame, by: list[str], reference: dict) -> dict:
+    """{group key: what was cut} of the groups of ``runs`` by the columns ``by`` that have a
+    run below the reference budget, e.g. 'outer epochs 2 < 30, N 50 < 200' (a group that is
+    not here has the reference budget). Key: the tuple of the group's values of ``by``."""
+    low: dict = {}  # {group key: {budget key: values below the reference}}, in the reference's order
+    for name, ref in reference.items():
+        if name not in runs:
             continue
-        vals = pd.to_numeric(g[key], errors="coerce").dropna()
-        low = sorted({int(v) for v in vals if v < ref})
-        if low:
-            parts.append(f"{BUDGET_NAMES[key]} {'/'.join(map(str, low))} < {ref}")
-    return ", ".join(parts)
+        vals = pd.to_numeric(runs[name], errors="coerce")
+        below = vals < ref  # NaN is never below
+        if not below.any():
+            continue
+        for *key, value in runs.loc[below, by].assign(_value=vals[below]).drop_duplicates().itertuples(
+                index=False, name=None):
+            low.setdefault(tuple(key), {}).setdefault(name, set()).add(int(value))
+    return {key: ", ".join(f"{BUDGET_NAMES[name]} {'/'.join(map(str, sorted(values)))} < {reference[name]}"
+                           for name, values in cut.items())
+            for key, cut in low.items()}
 
 
 BUDGET = reference_budget()
 
 
 # ------------------------------------------------------------------ values
+#: The columns of the runs that the tables and Figure 4 group, filter and annotate by.
+SEED_VALUE_KEYS = ["dataset", "method", "summary_protocol", "size", "interactions", "seed", "variant",
+                   "variant_wo_ablation", "fsa", "alt", *BUDGET]
+
+
 def seed_values(values: pd.DataFrame, runs: pd.DataFrame, ranking: str, model: str = "sasrec",
                 split: str = "test") -> pd.DataFrame:
-    """One row per (run, metric): the run's value (mean over its learner seeds)."""
+    """One row per (run, metric): the run's value (mean over its learner seeds), with the
+    run's SEED_VALUE_KEYS (those it has): each filter of the tables copies every column, and
+    the thirty others were most of the bytes copied."""
     v = values[(values["split"] == split) & (values["protocol"] == ranking) & (values["model"] == model)]
     v = v.groupby(["run_dir", "metric"], as_index=False)["value"].mean()
-    return v.merge(runs, on="run_dir", how="inner")
+    keys = ["run_dir"] + [k for k in SEED_VALUE_KEYS if k in runs]
+    return v.merge(runs[keys], on="run_dir", how="inner")
 
 
-def cells(sub: pd.DataFrame, metrics: list[str]) -> dict:
-    """{metric: {seed: value}} of one table row (several runs of one seed: their mean).
-    One groupby for the whole row: filtering the frame once per metric was most of the
-    time of a 10,000-run table."""
-    means = sub.groupby(["metric", "seed"])["value"].mean()
-    out: dict = {m: {} for m in metrics}
-    for (metric, seed), value in means.items():
-        if metric in out:
-            out[metric][seed] = value
+def row_cells(sv: pd.DataFrame, by: list[str], metrics: list[str]) -> dict:
+    """{row key: {metric: {seed: value}}} of the groups of the seed values ``sv`` by the
+    columns ``by`` (several runs of one seed: their mean), rows keyed by the tuple of their
+    values of ``by``. A group's rows keep their order in the frame: the same means as
+    grouping each row's runs alone."""
+    means = sv.groupby([*by, "metric", "seed"])["value"].mean()
+    out: dict = {}
+    if means.empty:
+        return out
+    # sorted by row, metric and seed: the seeds of one (row, metric) are consecutive entries,
+    # made into its {seed: value} at once (entry by entry was most of the time of a table)
+    index = means.index
+    codes = np.asarray(index.codes[:-1])
+    starts = np.flatnonzero(np.r_[True, (np.diff(codes, axis=1) != 0).any(axis=0)])
+    ends = np.r_[starts[1:], len(means)]
+    seeds, values = index.get_level_values(-1).tolist(), means.tolist()
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        *key, metric = (level[c[a]] for level, c in zip(index.levels, codes))
+        if metric in metrics:
+            cells = out.setdefault(tuple(key), {m: {} for m in metrics})
+            cells[metric].update(zip(seeds[a:b], values[a:b]))
     return out
+
+
+class RowValues:
+    """What table rows show of their runs, for many rows at once: a row is a group of the
+    seed values ``sv`` by the columns ``by``, named by the tuple of its values of them
+    (``by=[]``: one row of them all, named ()). One groupby and one budget check for all the
+    rows (a dataset's, in the tables): a filter, a groupby and a budget check per row were
+    most of the time of a 10,000-run table."""
+
+    def __init__(self, sv: pd.DataFrame, by: list[str], metrics: list[str]):
+        self.metrics = metrics
+        self._cells = row_cells(sv, by, metrics)
+        self._budgets = budget_notes(sv, by, BUDGET)
+
+    def cells(self, key: tuple = ()) -> dict:
+        """{metric: {seed: value}} of a row (several runs of one seed: their mean)."""
+        return self._cells[key] if key in self._cells else {m: {} for m in self.metrics}
+
+    def budget(self, key: tuple = ()) -> str:
+        """'' when every run of a row has the reference budget; else what was cut."""
+        return self._budgets.get(key, "")
 
 
 class Table:
@@ -158,10 +205,15 @@ class Table:
         for (row, col, _), p_adj in zip(tests, adjusted):
             row["stats"][col]["p_holm"] = float(p_adj)
         self.use_holm = use_holm
+        # the seeds a cell of each column is expected to have: a cell with fewer says n
+        self.expected_n = {col: max((r["stats"][col]["n"] for r in self.rows), default=0) for col in self.columns}
         # best per column within a group; "better than the reference"
+        groups: dict = {}
+        for r in self.rows:
+            groups.setdefault(r["group"], []).append(r)
         for col in self.columns:
-            for group in dict.fromkeys(r["group"] for r in self.rows):
-                members = [r for r in self.rows if r["group"] == group and r["stats"][col]["n"]]
+            for rows in groups.values():
+                members = [r for r in rows if r["stats"][col]["n"]]
                 if not members:
                     continue
                 best = max(r["stats"][col]["mean"] for r in members)
@@ -195,8 +247,7 @@ class Table:
         if st["n"] > 1:
             body += f" ± {100 * st['std']:.2f}" if fmt == "md" else f" $\\pm$ {100 * st['std']:.2f}"
         mark = stars(self.p_of(st))
-        expected = max((r["stats"][col]["n"] for r in self.rows), default=0)
-        if st["n"] < max(expected, MIN_SEEDS_FOR_TEST):
+        if st["n"] < max(self.expected_n[col], MIN_SEEDS_FOR_TEST):
             body += f" (n={st['n']})"
         if st.get("best"):
             body = f"**{body}**" if fmt == "md" else f"\\textbf{{{body}}}"
@@ -266,20 +317,42 @@ class Table:
 
 
 # -------------------------------------------------------------- paper numbers
-def paper_lookup(path: Path | None) -> pd.DataFrame:
+class PaperFigures:
+    """The paper's figures (``--paper``, paper_tables.csv): ``frame``, one row per figure, and
+    ``cells``, one table row's figures by metric. The rows are indexed once: filtering the
+    frame for each table row cost more than building the row."""
+
+    COLUMNS = ["table", "dataset", "size", "method", "model", "metric", "mean", "std"]
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+        self._by_row: dict = {}
+        for r in frame.itertuples():
+            if pd.notna(r.mean):  # a later duplicate of a metric overrides it, as a dict built in file order did
+                key = (r.table, r.dataset, str(r.size), r.method, r.model)
+                self._by_row.setdefault(key, {})[r.metric] = float(r.mean)
+
+    def cells(self, table: str, dataset: str, size: str, method: str, model: str = "SASRec") -> dict:
+        """{metric: the paper's mean} of one row ({} when the paper has none); ``dataset``
+        by our name (PAPER_DATASET maps a stand-in to the paper's)."""
+        return dict(self._by_row.get((table, PAPER_DATASET.get(dataset, dataset), size, method, model), {}))
+
+
+def paper_lookup(path: Path | None) -> PaperFigures:
     if path is None or not Path(path).is_file():
-        return pd.DataFrame(columns=["table", "dataset", "size", "method", "model", "metric", "mean", "std"])
-    return pd.read_csv(path)
+        return PaperFigures(pd.DataFrame(columns=PaperFigures.COLUMNS))
+    return PaperFigures(pd.read_csv(path))
 
 
-def not_run_rows(t: "Table", paper: pd.DataFrame, absent: list[str], model: str | None = None) -> None:
+def not_run_rows(t: "Table", paper: PaperFigures, absent: list[str], model: str | None = None) -> None:
     """Rows of the paper's datasets that have no run at all: the paper's figures, "not run"
     (in a table that has rows of ours: a table of nothing but the paper's figures says nothing)."""
     if not t.rows:
         return
     order = ["Random", "Longest", "Farzi", "TD3", "Full-Data"]
+    figures = paper.frame
     for dataset in absent:
-        sub = paper[(paper["table"] == t.name) & (paper["dataset"] == dataset)]
+        sub = figures[(figures["table"] == t.name) & (figures["dataset"] == dataset)]
         if model is not None:
             sub = sub[sub["model"] == model]
         if sub.empty:
@@ -296,22 +369,15 @@ def not_run_rows(t: "Table", paper: pd.DataFrame, absent: list[str], model: str 
                 group, label = f"{dataset} {MODEL_LABELS.get(model.lower(), model)}", (
                     "full data" if r.full else f"TD3 {size}")
             t.add(group, label, "full" if r.full else r.method.lower(), {},
-                  paper=paper_cells(paper, t.name, dataset, size, r.method, model or "SASRec"), not_run=True)
-
-
-def paper_cells(paper: pd.DataFrame, table: str, dataset: str, size: str, method: str, model: str = "SASRec") -> dict:
-    sub = paper[(paper["table"] == table) & (paper["dataset"] == PAPER_DATASET.get(dataset, dataset))
-                & (paper["size"].astype(str) == size) & (paper["method"] == method) & (paper["model"] == model)]
-    return {r.metric: float(r.mean) for r in sub.itertuples() if pd.notna(r.mean)}
+                  paper=paper.cells(t.name, dataset, size, r.method, model or "SASRec"), not_run=True)
 
 
 # ------------------------------------------------------------------ tables
-def table2(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame, absent: list[str]) -> Table:
+def table2(sv: pd.DataFrame, ranking: str, protocol: str, paper: PaperFigures, absent: list[str]) -> Table:
     t = Table("table2", f"Table 2: TD3 by summary size against Full-Data ({ranking} ranking, {protocol} evaluation)",
               METRICS)
     use_paper = ranking == PAPER_RANKING
-    for dataset in sorted(sv["dataset"].dropna().unique()):
-        d = sv[sv["dataset"] == dataset]
+    for dataset, d in sv.groupby("dataset"):  # in sorted order, without the runs of no dataset
         full = d[d["method"] == "full"]
         td3 = d[(d["method"] == "td3") & (d["summary_protocol"] == protocol)]
         # the FSA × ALT ablation has its own table (6); other variants (ranks) stay as rows
@@ -320,40 +386,45 @@ def table2(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame, a
             continue
         ref = None
         if not full.empty:
-            ref = t.add(dataset, "Full-Data", "full", cells(full, METRICS), budget=budget_note(full, BUDGET),
-                        paper=paper_cells(paper, "table2", dataset, "full", "Full-Data") if use_paper else None)
+            full_row = RowValues(full, [], METRICS)
+            ref = t.add(dataset, "Full-Data", "full", full_row.cells(), budget=full_row.budget(),
+                        paper=paper.cells("table2", dataset, "full", "Full-Data") if use_paper else None)
+        td3_rows = RowValues(td3, ["size", "variant"], METRICS)
         for (size, variant), g in sorted(td3.groupby(["size", "variant"]), key=lambda kv: (kv[1]["interactions"].iloc[0], kv[0][1])):
             label = f"TD3 {size}" + (f" ({variant})" if variant else "")
-            t.add(dataset, label, "td3", cells(g, METRICS), reference=ref, budget=budget_note(g, BUDGET),
-                  paper=paper_cells(paper, "table2", dataset, size, "TD3") if use_paper and not variant else None,
+            t.add(dataset, label, "td3", td3_rows.cells((size, variant)), reference=ref,
+                  budget=td3_rows.budget((size, variant)),
+                  paper=paper.cells("table2", dataset, size, "TD3") if use_paper and not variant else None,
                   extra={"size": size, "variant": variant})
     if use_paper:
         not_run_rows(t, paper, absent)
     return t
 
 
-def table3(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame, absent: list[str]) -> Table:
+def table3(sv: pd.DataFrame, ranking: str, protocol: str, paper: PaperFigures, absent: list[str]) -> Table:
     t = Table("table3", f"Table 3: methods at one summary size ({ranking} ranking, {protocol} evaluation of summaries)",
               METRICS)
     use_paper = ranking == PAPER_RANKING
-    for dataset in sorted(sv["dataset"].dropna().unique()):
-        d = sv[(sv["dataset"] == dataset) & ((sv["summary_protocol"] == protocol) | (sv["summary_protocol"] == "-"))]
-        d = d[d["variant"] == ""]
+    shown = sv[((sv["summary_protocol"] == protocol) | (sv["summary_protocol"] == "-")) & (sv["variant"] == "")]
+    for dataset, d in shown.groupby("dataset"):  # in sorted order, without the runs of no dataset
         sizes = d[d["method"].isin(["random", "longest", "farzi"])]["size"].unique()
+        # one row per method and size (Full-Data: one row, whatever the size)
+        rows = RowValues(d, ["method", "size"], METRICS)
+        present = set(d.groupby(["method", "size"]).groups)  # the (method, size) pairs that ran
+        full = d[d["method"] == "full"]
+        full_row = RowValues(full, [], METRICS)
         for size in sorted(sizes, key=lambda s: int(s.split("x")[0]) * int(s.split("x")[1])):
             group = f"{dataset} {size}"
-            full = d[d["method"] == "full"]
             ref = None
             if not full.empty:  # added first, moved last below: the paper puts Full-Data last
-                ref = t.add(group, "Full-Data", "full", cells(full, METRICS), budget=budget_note(full, BUDGET),
-                            paper=paper_cells(paper, "table3", dataset, size, "Full-Data") if use_paper else None)
+                ref = t.add(group, "Full-Data", "full", full_row.cells(), budget=full_row.budget(),
+                            paper=paper.cells("table3", dataset, size, "Full-Data") if use_paper else None)
             for method in METHOD_ORDER:
-                g = d[(d["method"] == method) & (d["size"] == size)]
-                if method == "full" or g.empty:
+                if method == "full" or (method, size) not in present:
                     continue
-                t.add(group, METHOD_LABELS[method], method, cells(g, METRICS), reference=ref,
-                      budget=budget_note(g, BUDGET), extra={"size": size},
-                      paper=paper_cells(paper, "table3", dataset, size, METHOD_LABELS[method]) if use_paper else None)
+                t.add(group, METHOD_LABELS[method], method, rows.cells((method, size)), reference=ref,
+                      budget=rows.budget((method, size)), extra={"size": size},
+                      paper=paper.cells("table3", dataset, size, METHOD_LABELS[method]) if use_paper else None)
             if ref is not None:
                 t.rows.append(t.rows.pop(ref))
                 moved = len(t.rows) - 1
@@ -367,38 +438,41 @@ def table3(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame, a
     return t
 
 
-def table4(values: pd.DataFrame, runs: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame,
+def table4(values: pd.DataFrame, runs: pd.DataFrame, ranking: str, protocol: str, paper: PaperFigures,
            absent: list[str]) -> Table:
     cols = ["HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20", "MRR@20"]
     t = Table("table4", f"Table 4: architectures trained on a SASRec summary / on the full data ({ranking} ranking, "
                         f"{protocol} evaluation)", cols)
     use_paper = ranking == PAPER_RANKING
-    multi = runs[runs["models"].str.contains(",", na=False)]
-    for model in ["sasrec", "gru4rec", "narm", "bert4rec"]:
+    # astype: with no record read, the column is all NaN, of floats
+    multi = runs[runs["models"].astype(str).str.contains(",", na=False)]
+    datasets = sorted(multi["dataset"].dropna().unique())
+    for model in ["sasrec", "gru4rec", "narm", "bert4rec"] if datasets else []:  # no such run: nothing to compute
         sv = seed_values(values, runs, ranking, model=model)
-        for dataset in sorted(multi["dataset"].dropna().unique()):
+        for dataset in datasets:
             d = sv[sv["dataset"] == dataset]
             td3 = d[(d["method"] == "td3") & (d["summary_protocol"] == protocol) & d["run_dir"].isin(multi["run_dir"])]
             full = d[d["method"] == "full"]
             if td3.empty:
                 continue
             group = f"{dataset} {MODEL_LABELS[model]}"
-            for size, g in td3.groupby("size"):
+            full_row, td3_rows = RowValues(full, [], cols), RowValues(td3, ["size"], cols)
+            for size in sorted(td3["size"].unique()):
                 ref = None
                 if not full.empty:
-                    ref = t.add(group, "full data", "full", cells(full, cols), budget=budget_note(full, BUDGET),
-                                paper=paper_cells(paper, "table4", dataset, "full", "Full-Data", MODEL_LABELS[model])
+                    ref = t.add(group, "full data", "full", full_row.cells(), budget=full_row.budget(),
+                                paper=paper.cells("table4", dataset, "full", "Full-Data", MODEL_LABELS[model])
                                 if use_paper else None, extra={"model": model})
-                t.add(group, f"TD3 {size}", "td3", cells(g, cols), budget=budget_note(g, BUDGET),
+                t.add(group, f"TD3 {size}", "td3", td3_rows.cells((size,)), budget=td3_rows.budget((size,)),
                       reference=ref, extra={"model": model, "size": size},
-                      paper=paper_cells(paper, "table4", dataset, size, "TD3", MODEL_LABELS[model]) if use_paper else None)
+                      paper=paper.cells("table4", dataset, size, "TD3", MODEL_LABELS[model]) if use_paper else None)
     if use_paper:
         for model in MODEL_LABELS.values():
             not_run_rows(t, paper, absent, model=model)
     return t
 
 
-def table6(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame) -> Table:
+def table6(sv: pd.DataFrame, ranking: str, protocol: str, paper: PaperFigures) -> Table:
     t = Table("table6", f"Table 6: FSA × ALT ({ranking} ranking, {protocol} evaluation)", METRICS)
     use_paper = ranking == PAPER_RANKING
     td3 = sv[(sv["method"] == "td3") & (sv["summary_protocol"] == protocol)]
@@ -407,13 +481,13 @@ def table6(sv: pd.DataFrame, ranking: str, protocol: str, paper: pd.DataFrame) -
         if len(combos) < 2:
             continue
         d = d[d["variant_wo_ablation"] == ""]
+        rows = RowValues(d, ["fsa", "alt"], METRICS)
         for fsa, alt in [(False, False), (True, False), (False, True), (True, True)]:
-            g = d[(d["fsa"] == fsa) & (d["alt"] == alt)]
-            if g.empty:
+            if not ((d["fsa"] == fsa) & (d["alt"] == alt)).any():
                 continue
             name = {(False, False): "none", (True, False): "FSA", (False, True): "ALT", (True, True): "FSA+ALT"}[(fsa, alt)]
-            t.add(f"{dataset} {size}", f"TD3[{name}]", "td3", cells(g, METRICS), budget=budget_note(g, BUDGET),
-                  paper=paper_cells(paper, "table6", dataset, size, f"TD3[{name}]") if use_paper else None,
+            t.add(f"{dataset} {size}", f"TD3[{name}]", "td3", rows.cells((fsa, alt)), budget=rows.budget((fsa, alt)),
+                  paper=paper.cells("table6", dataset, size, f"TD3[{name}]") if use_paper else None,
                   extra={"fsa": fsa, "alt": alt})
     return t
 
@@ -497,26 +571,29 @@ def figure4(sv: pd.DataFrame, ranking: str, protocol: str, path: Path, metric: s
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    d = sv[(sv["metric"] == metric) & sv["method"].isin(FIGURE_METHODS)
-           & ((sv["summary_protocol"] == protocol) | (sv["summary_protocol"] == "-")) & (sv["variant"] == "")]
-    datasets = sorted(d["dataset"].dropna().unique())
+    of_metric = sv[sv["metric"] == metric]
+    d = of_metric[of_metric["method"].isin(FIGURE_METHODS) & (of_metric["variant"] == "")
+                  & ((of_metric["summary_protocol"] == protocol) | (of_metric["summary_protocol"] == "-"))]
+    # split once by dataset and method, not filtered per panel and line
+    by_dataset_method = dict(iter(d.groupby(["dataset", "method"])))
+    full_by_dataset = dict(iter(of_metric[of_metric["method"] == "full"].groupby("dataset")))
+    datasets = sorted({dataset for dataset, _ in by_dataset_method})
     if not datasets:
         return False
     fig, axes = plt.subplots(1, len(datasets), figsize=(max(6.4, 4.2 * len(datasets)), 3.8), squeeze=False)
     shown = set()
     for ax, dataset in zip(axes[0], datasets):
-        dd = d[d["dataset"] == dataset]
         for method in FIGURE_METHODS:
-            g = dd[dd["method"] == method]
-            if g.empty:
+            g = by_dataset_method.get((dataset, method))
+            if g is None:
                 continue
             shown.add(method)
             per_seed = g.groupby(["interactions", "seed"])["value"].mean().reset_index()
             agg = per_seed.groupby("interactions")["value"].agg(["mean", "std"]).reset_index()
             ax.errorbar(agg["interactions"], 100 * agg["mean"], yerr=100 * agg["std"].fillna(0), marker="o",
                         capsize=3, color=METHOD_COLORS[method])
-        full = sv[(sv["dataset"] == dataset) & (sv["method"] == "full") & (sv["metric"] == metric)]
-        if not full.empty:
+        full = full_by_dataset.get(dataset)
+        if full is not None:
             shown.add("full")
             ax.axhline(100 * full.groupby("seed")["value"].mean().mean(), color=METHOD_COLORS["full"], ls="--")
         ax.set_xscale("log")
@@ -605,12 +682,17 @@ def main(argv: list[str] | None = None) -> int:
     if not results.is_dir():
         print(f"make_tables: error: results root {results} does not exist", file=sys.stderr)
         return 2
+    # every table reads the test split: the validation values would be half of those parsed
+    all_runs, all_values = load(results, splits=("test",))
+    t_load = time.perf_counter() - t0
+    if all_runs.empty:  # before --out is touched: tables of nothing would hide a wrong --results
+        print(f"make_tables: error: no run records under {results} (looked for {results / 'distill'}/*/record.json)",
+              file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     for pattern in OUTPUT_PATTERNS:
         for stale in out.glob(pattern):
             stale.unlink()
-    all_runs, all_values = load(results)
-    t_load = time.perf_counter() - t0
     runs, values = select_datasets(all_runs, all_values, args.datasets)
     ok = runs[runs["status"] == "complete"].copy()
     ok["variant"] = variant_labels(ok, ["dataset", "method"]) if len(ok) else ""
@@ -618,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     ok["variant_wo_ablation"] = variant_labels(no_ablation, ["dataset", "method"]) if len(ok) else ""
     paper = paper_lookup(args.paper)
     covered = {PAPER_DATASET.get(d, d) for d in all_runs.loc[all_runs["status"] == "complete", "dataset"].dropna()}
-    absent = sorted(set(paper["dataset"]) - covered)
+    absent = sorted(set(paper.frame["dataset"]) - covered)
 
     shown = sorted(ok["dataset"].dropna().unique())
     md = [f"# Tables from {results}", "",

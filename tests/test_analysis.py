@@ -311,3 +311,39 @@ def test_table2_leaves_the_fsa_alt_ablation_to_table6_and_keeps_rank_variants(tm
     assert "| TD3 50x50 | " in t2 and "d1=16" in t2 and "fsa=" not in t2
     t6 = (out / "table6_recbole100_scratch.md").read_text()
     assert "TD3[ALT]" in t6 and "30.00" in t6       # the run without FSA, in its own table
+
+
+def test_an_empty_results_root_is_one_clear_error_and_writes_nothing(tmp_path):
+    empty, out = tmp_path / "empty", tmp_path / "tables"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, str(REPO / "analysis" / "make_tables.py"), "--results", str(empty),
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("make_tables: error: no run records under ")
+    assert str(empty) in proc.stderr
+    assert not out.exists()
+
+
+def test_results_of_nothing_but_missing_and_unreadable_records_list_them(tmp_path):
+    """No record read at all: no table, and problems.md names both run directories."""
+    root = tmp_path / "runs"
+    (root / "distill" / "never-finished").mkdir(parents=True)
+    (root / "distill" / "cut-short").mkdir()
+    (root / "distill" / "cut-short" / "record.json").write_text('{"status": "comp')
+    out = tmp_path / "tables"
+    make_tables("--results", root, "--out", out)
+    problems = (out / "problems.md").read_text()
+    assert "| no record |" in problems and "never-finished" in problems
+    assert "| unreadable |" in problems and "cut-short" in problems
+    assert not list(out.glob("table[0-9]*"))
+
+
+def test_runs_have_every_column_the_parser_writes(tmp_path):
+    """load() gives the runs frame RUN_COLUMNS: a key the parser adds must be listed there."""
+    from load import RUN_COLUMNS, _parse
+
+    run_dir = write_run(tmp_path, "td3-0", "td3", "ml-100k", "30x50", 0, {})
+    run, _ = _parse(str(run_dir / "record.json"))
+    assert list(run) == list(RUN_COLUMNS)
+    runs, values = load(tmp_path, splits=("test",))
+    assert list(runs.columns) == list(RUN_COLUMNS) and set(values["split"]) == {"test"}
