@@ -20,6 +20,8 @@ from torch.autograd.function import once_differentiable
 #: scores per chunk (rows × |V|): 1 MB of float32, so that a chunk stays in cache between
 #: its matmul, its exponential and its two gradient matmuls
 CHUNK_SCORES = 1 << 18
+#: on a GPU the point is memory, not cache: 256 MB chunks keep the kernels few and large
+CHUNK_SCORES_CUDA = 1 << 26
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -58,7 +60,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(h: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
-                         bias: torch.Tensor | None = None, chunk_scores: int = CHUNK_SCORES) -> torch.Tensor:
+                         bias: torch.Tensor | None = None, chunk_scores: int | None = None) -> torch.Tensor:
     """Mean over rows of −log softmax(h · tableᵀ + bias)[target].
 
     h (n, d) features; table (V, d) the candidates' embeddings; target (n,) indices into
@@ -68,6 +70,8 @@ def linear_cross_entropy(h: torch.Tensor, table: torch.Tensor, target: torch.Ten
     """
     if h.shape[0] == 0:
         raise ValueError("linear_cross_entropy: no rows (every position was padding)")
+    if chunk_scores is None:
+        chunk_scores = CHUNK_SCORES_CUDA if h.is_cuda else CHUNK_SCORES
     chunk = max(1, chunk_scores // max(1, table.shape[0]))
     if bias is not None:
         bias = bias.detach()
