@@ -153,11 +153,27 @@ def test_a_second_launch_of_a_running_config_says_it_waits(env):
     deadline = time.time() + 120
     while time.time() < deadline and not list(runs.glob("*/last.pt")):
         time.sleep(0.05)
-    second = td3(*args, env=env, timeout=300)
+    # Hold the first run (and its lock) still until the second has said it waits: training
+    # can finish faster than a second process imports torch, which made the test a race.
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = subprocess.Popen([sys.executable, "-m", "td3.train", *args], cwd=REPO, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        said = []
+        deadline = time.time() + 120
+        while time.time() < deadline and not any("waiting for" in line for line in said):
+            line = second.stderr.readline()
+            if not line:  # the second run ended without waiting
+                break
+            said.append(line)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out, err = second.communicate(timeout=300)
     first.communicate(timeout=300)
-    assert first.returncode == 0 and second.returncode == 0, second.stderr
-    assert "waiting for" in second.stderr and "another process is making it" in second.stderr
-    assert second.stdout.strip().splitlines()[-1].endswith("record.json")
+    stderr = "".join(said) + err
+    assert first.returncode == 0 and second.returncode == 0, stderr
+    assert "waiting for" in stderr and "another process is making it" in stderr
+    assert out.strip().splitlines()[-1].endswith("record.json")
 
 
 # ------------------------------------------------------------------ bad input
