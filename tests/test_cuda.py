@@ -89,6 +89,23 @@ class DeviceCrossings(TorchDispatchMode):
                 if any(dev == "cpu" and dtype.is_floating_point and math.prod(shape) > 1 for dev, dtype, shape in c[1])]
 
 
+
+def kill_when(proc, reached, timeout: float) -> None:
+    """SIGKILL ``proc`` once ``reached()`` is true (a checkpoint may be mid-replace: retried)."""
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if reached():
+                    break
+            except Exception:  # being replaced right now
+                pass
+            time.sleep(0.02)
+        assert proc.poll() is None, "run finished before it could be killed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+
 def off_gpu(tree, path: str = "") -> list[str]:
     """Where in a nested dict / list / module state the tensors are that are not on the GPU.
     Optimiser step counters are CPU tensors by design (torch.optim's layout), so not listed."""
@@ -211,20 +228,8 @@ def test_a_killed_full_data_run_resumes_bitwise_on_cuda(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "td3.train", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     runs = tmp_path / "killed" / "runs" / "train"
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            lasts = list(runs.glob("*/last.pt"))
-            try:
-                if lasts and torch.load(lasts[0], weights_only=False)["state"]["epoch"] >= 2:
-                    break
-            except Exception:  # being replaced right now
-                pass
-            time.sleep(0.02)
-        assert proc.poll() is None, "run finished before it could be killed"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+    kill_when(proc, lambda: (lasts := list(runs.glob("*/last.pt"))) and
+              torch.load(lasts[0], weights_only=False)["state"]["epoch"] >= 2, timeout=300)
     saved = torch.load(next(runs.glob("*/last.pt")), weights_only=False)
     assert "cuda" in saved["rng"], "the GPU's random state is not in the checkpoint"
 
@@ -341,19 +346,8 @@ def test_a_killed_distillation_resumes_bitwise_on_cuda(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "td3.distill", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     state_path = summary_dir / "state.pt"
-    deadline = time.time() + 600
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if state_path.exists() and torch.load(state_path, weights_only=False)["state"]["step"] >= 4:
-                    break
-            except Exception:  # being replaced right now
-                pass
-            time.sleep(0.02)
-        assert proc.poll() is None, "run finished before it could be killed"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+    kill_when(proc, lambda: state_path.exists() and
+              torch.load(state_path, weights_only=False)["state"]["step"] >= 4, timeout=600)
     killed_at = torch.load(state_path, weights_only=False)["state"]["step"]
     assert 4 <= killed_at < a["distill"]["outer_steps"] and not path.exists()
 
