@@ -128,7 +128,8 @@ def load(results: str | Path, splits: tuple[str, ...] | None = None) -> tuple[pd
     ``splits`` only (default: all), e.g. ("test",) for the tables, which read no other.
 
     One process: parsing is mostly json.loads, and a pool's workers sent back every value
-    pickled, which cost more than it saved on a machine whose cores are busy."""
+    pickled, which cost more than it saved on a machine whose cores are busy
+    (docs/performance.md, "Tables from 10,000 run records")."""
     runs, values = [], []
     for path in find_records(results):
         if not os.path.exists(path):

@@ -20,8 +20,9 @@ from scipy import special
 
 # Student's t distribution through the special functions scipy.stats.t itself calls
 # (t.sf(x, df) is stdtr(df, -x), t.ppf(q, df) is stdtrit(df, q): the same numbers, bit for bit):
-# scipy.stats.t checks and broadcasts its arguments for 50 µs a call, and a 10,000-run
-# table makes thousands of calls; and importing scipy.stats takes about three times as long.
+# scipy.stats.t checks and broadcasts its arguments at every call, and a 10,000-run table
+# makes thousands of calls; importing scipy.stats is slower still (docs/performance.md,
+# "Tables from 10,000 run records").
 def _t_sf(x: float, df: float) -> float:
     return special.stdtr(df, -x)
 

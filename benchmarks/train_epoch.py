@@ -2,8 +2,9 @@
 
     TD3_DATA_MIRROR=../shared/datasets python benchmarks/train_epoch.py [--epochs 5] [--threads 2]
 
-Times only the optimisation pass (no evaluation), at SPEC.md settings (hidden 32, 1 layer,
-1 head, inner 64, max length 50, batch 128 windows), for two ways of cutting the data:
+Times only the optimisation pass (no evaluation), with the reference scripts' SASRec
+(docs/method.md, "The learners": hidden 32, 1 layer, 1 head, inner 64), max length 50 and
+batch 128 windows, for two ways of cutting the data:
 - windows (ours, stride = max length): one forward pass per window of 50 items, every
   training interaction a target once;
 - prefixes (stride 1): each target with exactly RecBole's context (its last ≤50 items).

@@ -1,11 +1,13 @@
-"""Real-sequence baselines at the summary's budget (SPEC §5): Random and Longest.
+"""Real-sequence baselines at the summary's budget (docs/method.md, "Using a summary"):
+Random and Longest.
 
 A summary of μ sequences of length ζ holds μ·ζ interactions. A fair real-data baseline
 gets the same number of interactions, not the same number of users, so both selectors
 fill a budget of μ·ζ interactions:
 
 - each chosen user contributes the last ζ items of its training sequence (the most
-  recent behaviour; training sequences are truncated to ζ as in SPEC §1);
+  recent behaviour; a learner's context is the last max_len = ζ items, docs/protocol.md,
+  "Data and split");
 - users are taken in order (Random: a permutation drawn from ``seed``; Longest: training
   length descending, ties by user index) until the interactions reach μ·ζ;
 - the user that would overflow the budget is trimmed to the remaining count, keeping its

@@ -1,4 +1,4 @@
-"""Evaluate a next-item model on the validation or test split (SPEC §1).
+"""Evaluate a next-item model on the validation or test split (docs/protocol.md).
 
 Ranking protocols (``docs/protocol.md``):
 - ``"recbole100"``: the paper's; each user's target is ranked against 100 negatives drawn

@@ -1,4 +1,4 @@
-"""Losses of a learner on a synthetic summary (SPEC §4, inner loss).
+"""Losses of a learner on a synthetic summary (docs/method.md, "The inner loss and ALT").
 
 Summary loss: S is a batch of item distributions (B, ζ, |V|) over the real items. The
 learner reads S[:, :ζ-1] and is asked for S[:, ζ-1] at position ζ-2: soft cross-entropy
@@ -17,7 +17,7 @@ A step's data is a ``SummaryBatch``: the learner's inputs and only the target ro
 carry a loss (B or 2B rows × |V|), gathered from S in one indexing operation. The
 distillation engine gathers the targets of all W differentiable steps at once, so that
 the backward pass scatters into the (μ, ζ, |V|) summary once per outer step rather than
-once per inner step (on a machine with little memory bandwidth that scatter dominated).
+once per inner step (docs/performance.md, "The inner loop's bookkeeping").
 """
 from __future__ import annotations
 
@@ -85,7 +85,8 @@ def make_batch(S: torch.Tensor, rows: torch.Tensor, alt: bool, alt_low: int,
 def batch_loss(model, batch: SummaryBatch, alt_weight: float = 1.0) -> torch.Tensor:
     """The inner loss of ``model`` on one ``SummaryBatch``.
 
-    alt_weight: w in (last + w·ALT) / (1 + w); w = 1 is SPEC's "mean of the two".
+    alt_weight: w in (last + w·ALT) / (1 + w); w = 1 is the method's mean of the two
+        (docs/method.md, "The inner loss and ALT").
     """
     if batch.rows is not None:
         return model.soft_cloze_loss(batch.rows)

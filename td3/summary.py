@@ -3,10 +3,12 @@
 S has shape (μ, ζ, |V|): row a, position b is a distribution over the real items 1..|V|.
 It is never stored as such; each parameterisation produces its logits, and S is their
 softmax over the item axis. Logits have no padding column, so padding gets no mass by
-construction (the reference code's defect of putting mass on padding, SPEC §7, cannot
-happen here). The learners read S directly (``P @ E``, ``td3.models.base``).
+construction (the reference code's defect of putting mass on padding, docs/method.md,
+"Where td3 departs from the authors' code", cannot happen here). The learners read S
+directly (``P @ E``, ``td3.models.base``).
 
-- ``TuckerSummary`` (TD3, SPEC §3): logits[a,b,c] = Σ_ijk G[i,j,k]·U[a,i]·T[b,j]·V[c,k]
+- ``TuckerSummary`` (TD3, docs/method.md, "The summary"):
+  logits[a,b,c] = Σ_ijk G[i,j,k]·U[a,i]·T[b,j]·V[c,k]
   with U (μ×d1), T (ζ×d2), core G (d1×d2×d3) learnable and V (|V|×d3) the teacher's item
   table, frozen. Storage grows with μ+ζ, not μ·ζ·|V|.
 - ``FarziSummary`` (Farzi, Sachdeva et al.): a latent summary D (μ×ζ×d) decoded by
@@ -14,9 +16,9 @@ happen here). The learners read S directly (``P @ E``, ``td3.models.base``).
 - ``NaiveSummary``: free logits (μ×ζ×|V|), the unfactorised reference point.
 
 All three share one interface (``Summary``) so the distillation loop, the evaluation on
-a summary and the export never ask which one they hold. ``rows`` selects sequences: the
-outer loop needs only a batch's rows per step, and computing just those keeps the
-(m, ζ, |V|) tensor small.
+a summary and the export never ask which one they hold. ``rows`` selects sequences: a
+caller that needs only some of them (``hard_sequences``, a chunk of rows at a time) never
+holds the whole (μ, ζ, |V|) tensor.
 
 Initialisation is deterministic given a ``torch.Generator`` (else the global RNG).
 Farzi's D and M use N(0, 0.02) like U and T: the Farzi paper's text was not at hand to
@@ -41,7 +43,8 @@ from td3.errors import ConfigError, DamagedFileError, TrainingError
 
 __all__ = ["Summary", "TuckerSummary", "FarziSummary", "NaiveSummary", "build_summary", "KINDS"]
 
-#: Standard deviation of the N(0, σ) initialisation of U, T (SPEC §3), D, M and free logits.
+#: Standard deviation of the N(0, σ) initialisation of U, T, D, M and free logits
+#: (docs/method.md, "The summary").
 INIT_STD = 0.02
 FILE_FORMAT = "td3-summary"
 #: 2: shared tensors (Tucker's V) are referenced by shape and sha256, not stored; 1 stored them.
@@ -136,9 +139,9 @@ class Summary(nn.Module):
         ``weights_only`` loading.
 
         Shared tensors (Tucker's V, the teacher's item table) are referenced by shape and
-        sha256 rather than stored, as the method counts them (``docs/method.md``): the file
-        holds (μ+ζ)·d1 + d1·d2·d3 numbers, and loading it takes the teacher's V, checked
-        against the reference. ``include_shared=True`` stores them too: a file that loads
+        sha256 rather than stored, as the method counts them (docs/method.md, "The summary"):
+        the file holds μ·d1 + ζ·d2 + d1·d2·d3 numbers, and loading it takes the teacher's V,
+        checked against the reference. ``include_shared=True`` stores them too: a file that loads
         without the teacher."""
         shared = self.shared_tensors()
         payload = {
@@ -230,7 +233,7 @@ def _normal(shape, dtype, generator) -> nn.Parameter:
 
 
 class TuckerSummary(Summary):
-    """S = softmax_c(Σ_ijk G[i,j,k] U[a,i] T[b,j] V[c,k]); V frozen (SPEC §3)."""
+    """S = softmax_c(Σ_ijk G[i,j,k] U[a,i] T[b,j] V[c,k]); V frozen (docs/method.md, "The summary")."""
 
     kind = "tucker"
 

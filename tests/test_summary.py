@@ -39,7 +39,7 @@ def test_tucker_logits_equal_the_four_factor_contraction():
     summary = make("tucker", dtype=torch.float64)
     explicit = torch.einsum("ijk,ai,bj,ck->abc", summary.G, summary.U, summary.T, summary.V)
     torch.testing.assert_close(summary.logits(), explicit, rtol=0, atol=1e-10)
-    # element by element, the SPEC's formula, for one entry
+    # element by element, the formula of docs/method.md, "The summary", for one entry
     a, b, c = 3, 1, 9
     entry = sum(summary.G[i, j, k] * summary.U[a, i] * summary.T[b, j] * summary.V[c, k]
                 for i in range(D1) for j in range(D2) for k in range(D3))

@@ -1,6 +1,6 @@
 """From a raw file to the processed dataset every experiment uses, cached on disk.
 
-The protocol (SPEC §1), in order:
+The protocol (docs/protocol.md, "Datasets" and "Data and split"), in order:
 1. read the raw file (``formats``), verified by sha256 (``fetch``);
 2. filter: items with >= item_min interactions, then users with >= user_min, one pass each;
 3. drop users with fewer than 3 interactions (no train/valid/test split possible; counted);

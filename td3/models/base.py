@@ -57,7 +57,7 @@ class Embedded:
 class Dropout(nn.Module):
     """``nn.Dropout``'s function (zero with probability p, scale the rest by 1/(1-p)) with
     its mask drawn by ``torch.rand``: on CPU ``nn.Dropout`` draws through ``bernoulli_``,
-    element by element, and took about a quarter of an inner step (docs/performance.md)."""
+    element by element, a large share of an inner step (docs/performance.md, §2)."""
 
     def __init__(self, p: float = 0.5):
         super().__init__()
