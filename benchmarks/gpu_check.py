@@ -42,27 +42,15 @@ EXIT_NO_GPU = 2
 MB = 2 ** 20
 
 
-def compose(overrides: list[str]) -> dict:
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from td3.cli import CONF_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return OmegaConf.to_container(hydra_compose("distill", overrides=overrides), resolve=True)
-
-
 def measure(overrides: list[str], device: torch.device, steps: int, warmup: int, echo=print) -> dict:
     """Outer steps of TD3 for the config of ``overrides`` on ``device``: the median seconds of
     the ``steps`` counted, the Ms drawn, and (on CUDA) the peak memory."""
     from td3.data import load_dataset
-    from td3.distill import BilevelEngine, check_config
-    from td3.train import dataset_options
+    from td3.config import RunConfig, compose_config, dataset_options
+    from td3.engine import BilevelEngine
 
-    cfg = compose(overrides)
-    check_config(cfg)
+    cfg = compose_config(overrides)
+    RunConfig.of(cfg).check()
     data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
     cuda = device.type == "cuda"
     if cuda:
@@ -115,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_GPU
     prepare_cuda()  # before the first CUDA operation, as a run does it
 
-    from td3.train import setup_runtime
+    from td3.device import setup_runtime
 
-    device = setup_runtime({"threads": args.threads, "device": "cuda"})
+    device = setup_runtime("cuda", threads=args.threads)
     print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(device)}, "
           f"{args.threads} CPU thread(s)", flush=True)
     results = []

@@ -25,7 +25,7 @@ from td3.data import load_dataset  # noqa: E402
 from td3.data.prepare import sample_recbole_negatives  # noqa: E402
 from td3.metrics import metrics_from_ranks, sampled_ranks  # noqa: E402
 from td3.models import build_model  # noqa: E402
-from td3.train import dataset_options, model_options  # noqa: E402
+from td3.config import dataset_options, model_options  # noqa: E402
 
 
 def figures(scores, targets, negatives) -> tuple[float, float]:

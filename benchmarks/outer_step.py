@@ -2,9 +2,10 @@
 
     TD3_DATA_MIRROR=../shared/datasets python benchmarks/outer_step.py [--steps 12] [overrides...]
 
-At the reference settings (SPEC §6, issue 3): μ×ζ = 30×50, d1 = d2 = 8, SASRec hidden 32,
-learner batch 15, N = 200, W = 40, real batch 4096 next-item examples. M ~ U(W, N) varies
-per step, so the median over ≥10 steps is reported (seeded: the same Ms every time).
+At the reference settings (docs/method.md, "Settings per dataset"; issue 3): μ×ζ = 30×50,
+d1 = d2 = 8, SASRec hidden 32, learner batch 15, N = 200, W = 40, real batch 4096 next-item
+examples. M ~ U(W, N) varies per step, so the median over ≥10 steps is reported (seeded:
+the same Ms every time).
 The speed of a step does not depend on the values of the teacher's weights, so the teacher
 and the one-checkpoint init pool are freshly initialised SASRecs: no full-data training
 is needed to benchmark. Extra arguments are Hydra overrides of conf/distill.yaml, e.g.
@@ -17,15 +18,12 @@ import statistics
 import time
 
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from td3.cli import CONF_DIR
 from td3.data import load_dataset
-from td3.distill import BilevelEngine, check_config
+from td3.config import RunConfig, compose_config, dataset_options, model_options
+from td3.engine import BilevelEngine
 from td3.models import build_model
 from td3.records import peak_rss_mb
-from td3.train import dataset_options, model_options
 
 
 class RandomTeacher:
@@ -51,9 +49,8 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = OmegaConf.to_container(compose("distill", overrides=["dataset=ml-100k", *args.overrides]), resolve=True)
-    check_config(cfg)
+    cfg = compose_config(["dataset=ml-100k", *args.overrides])
+    RunConfig.of(cfg).check()
     data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
     torch.manual_seed(0)
     engine = BilevelEngine(cfg, data, RandomTeacher(cfg, data.num_items), torch.device("cpu"))

@@ -27,11 +27,11 @@ sys.path.insert(0, str(REPO))
 from omegaconf import OmegaConf  # noqa: E402
 
 from td3 import records  # noqa: E402
-from td3.distill import SUMMARY_METHODS, model_config, summary_dir_for, teacher_config  # noqa: E402
+from td3.config import SUMMARY_METHODS, RunConfig  # noqa: E402
 from td3.grid import expand  # noqa: E402
 from td3.run import run_dir_of  # noqa: E402
-from td3.train import run_dir_for as train_dir_for  # noqa: E402
-from td3.tune import compose_config  # noqa: E402
+from td3.layout import summary_dir_for, train_dir_for  # noqa: E402
+from td3.config import compose_config  # noqa: E402
 
 
 def size(cfg: dict) -> str:
@@ -63,7 +63,8 @@ def observed(root: Path) -> dict:
 def training_cost(cfg: dict, model: str, seed: int, seen: dict, counted: set, unknown: dict) -> float:
     """Seconds of the full-data training run (``model``, ``seed``) when it is still to be made
     and not already counted; 0 otherwise."""
-    tcfg = {**teacher_config(cfg), "seed": seed, "model": model_config(model, cfg)}
+    run = RunConfig.of(cfg)
+    tcfg = {**run.teacher(), "seed": seed, "model": run.learner(model)}
     run_dir = train_dir_for(tcfg, records.signature(tcfg))
     if run_dir in counted or records.is_complete(run_dir):
         return 0.0

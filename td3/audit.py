@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import records
+from .files import file_sha256
 
 
 @dataclass
@@ -110,7 +111,7 @@ class Audit:
                 path = run_dir / name
                 if not path.is_file():
                     c.failures.append(f"{run_dir}: {name} is missing")
-                elif records.file_sha256(path) != digest:
+                elif file_sha256(path) != digest:
                     c.failures.append(f"{run_dir}: {name} changed after the record was written")
 
     def check_signatures(self) -> None:
@@ -228,7 +229,7 @@ class Audit:
 
         from .grid import expand
         from .run import run_dir_of
-        from .tune import compose_config
+        from .config import compose_config
 
         c = self.check("grid")
         for multirun in sorted((self.root / "sweeps").glob("*/*/multirun.yaml")):

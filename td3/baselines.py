@@ -17,24 +17,17 @@ fill a budget of μ·ζ interactions:
 - users whose training sequence has fewer than 2 items are skipped for the same reason;
 - a dataset with fewer usable interactions than the budget gives all of them.
 
-``export_inter`` writes any list of sequences (these subsets, or a summary's hard
-sequences, see ``td3.summary``) as a RecBole atomic file, so another library can train
-on exactly what we trained on.
+``td3.data.formats.write_inter`` writes them (or a summary's hard sequences) as a RecBole
+atomic file, so another library can train on exactly what we trained on.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from td3.errors import ConfigError
-from td3.records import atomic_path
 
-__all__ = ["random_sequences", "longest_sequences", "export_inter", "INTER_HEADER"]
-
-#: RecBole atomic header; timestamps are positions, only their order matters.
-INTER_HEADER = "user_id:token\titem_id:token\ttimestamp:float"
+__all__ = ["random_sequences", "longest_sequences"]
 
 
 def _check_budget(mu: int, zeta: int) -> None:
@@ -77,28 +70,3 @@ def longest_sequences(train: list[np.ndarray], mu: int, zeta: int) -> list[np.nd
     lengths = np.fromiter((len(s) for s in train), dtype=np.int64, count=len(train))
     order = np.lexsort((np.arange(len(train)), -lengths))  # last key is the primary one
     return _fill_budget(train, order, mu, zeta)
-
-
-def export_inter(sequences: Sequence[np.ndarray], path: str | Path,
-                 item_ids: Sequence | np.ndarray | None = None) -> Path:
-    """Write sequences as a RecBole atomic ``.inter`` file, atomically.
-
-    Users are ``s0``, ``s1``, ... in list order; a user's timestamps are 0, 1, ... in
-    sequence order. ``item_ids`` maps an id to the dataset's raw item token
-    (``SequenceDataset.item_ids``, index 0 = padding) so that another library sees the
-    dataset's own item tokens; without it the ids 1..|V| are written.
-    """
-    lines = [INTER_HEADER]
-    tokens = None if item_ids is None else np.asarray(item_ids)
-    for user, sequence in enumerate(sequences):
-        ids = np.asarray(sequence, dtype=np.int64).reshape(-1)
-        if len(ids) and ids.min() < 1:
-            raise ValueError(f"sequence {user} holds id {ids.min()}; item ids start at 1 (0 is padding)")
-        if tokens is not None and len(ids) and ids.max() >= len(tokens):
-            raise ValueError(f"sequence {user} holds id {ids.max()} beyond item_ids "
-                             f"(length {len(tokens)})")
-        names = ids if tokens is None else tokens[ids]
-        lines.extend(f"s{user}\t{name}\t{position}" for position, name in enumerate(names))
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    return Path(path)

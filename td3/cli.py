@@ -23,9 +23,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from . import stop
+from .config import CONF_DIR
 from .errors import TD3Error
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 EXIT_USER_ERROR = 2
 
 

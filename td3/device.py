@@ -5,15 +5,17 @@ Ray a job sees only the GPUs it was given (both set ``CUDA_VISIBLE_DEVICES``), s
 is always the job's own GPU.
 
 Deterministic runs on CUDA: every run turns on torch's deterministic algorithms
-(``td3.train.use_deterministic_algorithms``). For cuBLAS that needs a fixed workspace,
+(``use_deterministic_algorithms``). For cuBLAS that needs a fixed workspace,
 ``CUBLAS_WORKSPACE_CONFIG=:4096:8``, which torch reads when the process first uses
 cuBLAS; set later, it changes nothing for that process. ``prepare_cuda`` sets it before a
-run touches CUDA. This module imports nothing of td3, so records and launchers can use it.
+run touches CUDA. ``setup_runtime`` does all of it for a run: device, threads, determinism.
+This module imports nothing of td3, so records and launchers can use it.
 """
 from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import torch
 
@@ -65,3 +67,33 @@ def set_cuda_rng_state(state: torch.Tensor | None) -> None:
     """Restore what ``cuda_rng_state`` returned (nothing to do for None or without CUDA)."""
     if state is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state.cpu())  # torch takes a CPU ByteTensor
+
+
+def setup_runtime(device: str | None = None, threads: int | None = None) -> torch.device:
+    """Device and torch threads for a run. Give a process as many threads as it has cores:
+    more makes OpenMP threads wait on each other (docs/performance.md, "Threads per process"). Without ``threads``,
+    a SLURM job takes the CPUs it was given (SLURM_CPUS_PER_TASK).
+
+    Deterministic algorithms: with several threads the backward pass through the inner loop
+    otherwise differs between identical runs by rounding, which the outer steps amplify, so
+    a run made with several threads could not be re-run bitwise. ``warn_only``: where an op
+    has no deterministic kernel (on CUDA), the run goes on and says so. On CUDA, cuBLAS is
+    only deterministic with a fixed workspace, set here before the run first touches the GPU."""
+    prepare_cuda()
+    threads = threads or os.environ.get("SLURM_CPUS_PER_TASK")
+    if threads:
+        torch.set_num_threads(int(threads))
+    use_deterministic_algorithms()
+    return resolve_device(device)
+
+
+def use_deterministic_algorithms() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` without its other effect:
+    it also sets the flag of torch's compiler (inductor), and importing that config imports
+    ``torch._dynamo``, seconds per process, for a compiler no run uses. Where the
+    compiler is already loaded, or torch lacks the flag's setter, the public call is used."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        setter(True, warn_only=True)

@@ -1,4 +1,5 @@
-"""The learner's training on the summary, differentiable w.r.t. the summary (SPEC §4).
+"""The learner's training on the summary, differentiable w.r.t. the summary
+(docs/method.md, "The inner loop" and "RaT-BPTT").
 
 RaT-BPTT: an outer step runs M ~ U(W, N) inner steps. The first M − W run without a graph
 (the summary and the parameters are constants there); the last W are unrolled with
@@ -20,12 +21,11 @@ summary S itself, and, when the learner's item table is frozen, its embedding P�
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 from torch.func import functional_call
 
+from .config import Inner
 from .errors import ConfigError
 from .losses import SummaryBatch, batch_loss, loss_positions, make_batch
 from .models.base import Embedded
@@ -33,40 +33,11 @@ from .models.base import Embedded
 EMBEDDING = "item_embedding.weight"
 
 
-@dataclass(frozen=True)
-class InnerConfig:
-    lr: float = 0.005
-    weight_decay: float = 5e-5
-    optimizer: str = "adam"          # adam | sgd
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    momentum: float = 0.0            # sgd only
-    batch_size: int = 15             # synthetic sequences per inner step
-    alt: bool = True                 # augmented learner training
-    alt_low: int = 5
-    alt_weight: float = 1.0          # ALT term's weight: (last + w·alt) / (1 + w)
-    order: str = "shuffled"          # shuffled: seeded permutations of the rows | fixed: rows in order
-    frozen_embedding: bool = False   # learner's item table fixed (to the teacher's V) inside the loop
-    backend: str = "func"            # func | higher
-
-    def check(self) -> None:
-        if self.optimizer not in ("adam", "sgd"):
-            raise ConfigError(f"inner optimizer {self.optimizer!r}: expected adam or sgd")
-        if self.backend not in ("func", "higher"):
-            raise ConfigError(f"inner backend {self.backend!r}: expected func or higher")
-        if self.order not in ("shuffled", "fixed"):
-            raise ConfigError(f"inner order {self.order!r}: expected shuffled or fixed")
-        if self.alt_weight < 0:
-            raise ConfigError(f"inner alt_weight={self.alt_weight} must be >= 0")
-        if not self.lr > 0 or self.batch_size < 1:
-            raise ConfigError(f"inner lr={self.lr} must be > 0 and batch_size={self.batch_size} >= 1")
-
-
 class _Objective(nn.Module):
     """Wraps the learner so that one functional call computes the whole inner loss
     (forward and logits both read the swapped-in parameters)."""
 
-    def __init__(self, model: nn.Module, cfg: InnerConfig):
+    def __init__(self, model: nn.Module, cfg: Inner):
         super().__init__()
         self.model = model
         self.cfg = cfg
@@ -90,7 +61,7 @@ class FunctionalOptimizer:
     tensor operations rather than a dozen per parameter tensor.
     """
 
-    def __init__(self, cfg: InnerConfig, params: dict[str, torch.Tensor]):
+    def __init__(self, cfg: Inner, params: dict[str, torch.Tensor]):
         self.cfg = cfg
         self.t = 0
         self.m = {k: torch.zeros_like(p) for k, p in params.items()}
@@ -147,7 +118,7 @@ class FunctionalOptimizer:
 class InnerLoop:
     """Trains a learner on a summary for M steps; the last W steps stay differentiable."""
 
-    def __init__(self, model: nn.Module, cfg: InnerConfig):
+    def __init__(self, model: nn.Module, cfg: Inner):
         cfg.check()
         self.model = model
         self.cfg = cfg
@@ -162,7 +133,7 @@ class InnerLoop:
                 fixed: bool = False) -> list[torch.Tensor]:
         """Row indices per step: consecutive chunks of seeded permutations of the μ rows, or
         of 0..μ-1 itself when ``fixed`` (then μ must be a multiple of the batch, so that
-        every step sees the same batches: checked by ``td3.distill.check_config``)."""
+        every step sees the same batches: checked by ``td3.config.RunConfig.check``)."""
         out, order = [], torch.empty(0, dtype=torch.long)
         while len(out) < steps:
             if len(order) < batch_size:

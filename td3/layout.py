@@ -10,9 +10,6 @@ from pathlib import Path
 
 from . import records
 
-#: Methods that learn a summary, and the summary's parametrisation.
-SUMMARY_METHODS = {"td3": "tucker", "farzi": "farzi", "naive": "naive"}
-
 #: What a summary depends on: everything but how it is evaluated afterwards.
 SUMMARY_KEYS = ("method", "seed", "teacher_seed", "max_len", "dataset", "model", "train", "summary", "distill")
 
@@ -30,3 +27,8 @@ def run_dir_for(cfg: dict, sig: str) -> Path:
     s = cfg["summary"]
     return Path(cfg["results_dir"]) / "distill" / (
         f"{cfg['dataset']['name']}-{cfg['method']}-{s['mu']}x{s['zeta']}-{sig}")
+
+
+def train_dir_for(cfg: dict, sig: str) -> Path:
+    """A full-data training run (a teacher, or a Full-Data evaluation)."""
+    return Path(cfg["results_dir"]) / "train" / f"{cfg['dataset']['name']}-{cfg['model']['name']}-{sig}"

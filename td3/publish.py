@@ -33,6 +33,7 @@ from pathlib import Path
 
 from . import records
 from .errors import TD3Error
+from .files import atomic_path, file_sha256
 
 #: Files of a run directory that are published (the rest are checkpoints and caches).
 RUN_FILES = (records.RECORD_NAME, *records.SEALED_FILES, "run.log")
@@ -47,7 +48,7 @@ def _copy(src: Path, dst: Path) -> bool:
     through a link)."""
     if dst.is_file() and filecmp.cmp(src, dst, shallow=False):
         return False
-    with records.atomic_path(dst) as tmp:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
     return True
 
@@ -60,7 +61,7 @@ def _link_duplicates(dst: Path) -> int:
     for path in sorted((dst / "distill").glob("*/*")):
         if path.name not in SHARED_FILES or path.is_symlink() or not path.is_file():
             continue
-        key = (path.name, records.file_sha256(path))
+        key = (path.name, file_sha256(path))
         if key not in first:
             first[key] = path
             continue
@@ -79,7 +80,7 @@ def _grid_complete(sweep_dir: Path, root: Path) -> tuple[bool, str]:
 
     from .grid import expand
     from .run import run_dir_of
-    from .tune import compose_config
+    from .config import compose_config
 
     sweep = OmegaConf.to_container(OmegaConf.load(sweep_dir / "multirun.yaml"), resolve=False)
     sweeper = sweep["hydra"].get("sweeper") or {}

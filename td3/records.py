@@ -19,7 +19,6 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from importlib import metadata
@@ -27,12 +26,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import TD3Error
+from .files import atomic_path, file_sha256  # noqa: F401  (records' own writes build on them)
 
 log = logging.getLogger("td3.records")
 
 RECORD_SCHEMA = 1
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 RECORD_NAME = "record.json"
 
 #: Config keys (dotted paths) that never change a run's results.
@@ -134,27 +132,6 @@ def peak_rss_mb() -> float:
 
 # ------------------------------------------------------------- atomic writes
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:  # disk full, read-only: name the file being written, not the temporary one
-        Path(tmp).unlink(missing_ok=True)
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
 def exclusive(path: str | Path) -> Iterator[None]:
     """Hold an exclusive lock on ``<path>/.lock`` (``flock``; released when the process dies).
 
@@ -230,14 +207,6 @@ def torch_save(obj: Any, path: str | Path) -> Path:
 
 #: Files of a run directory whose sha256 goes into its record (when present).
 SEALED_FILES = ("per_user.parquet", "summary.pt", "summary.inter", "config.json")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def seal_of(record: dict) -> str:

@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 
 from td3 import records
-from td3.baselines import export_inter as write_inter
+from td3.data.formats import write_inter
 from td3.errors import ConfigError, DamagedFileError, TrainingError
 
 __all__ = ["Summary", "TuckerSummary", "FarziSummary", "NaiveSummary", "build_summary", "KINDS"]

@@ -1,4 +1,5 @@
-"""Using a summary (SPEC §5): train a fresh learner on it, evaluate on the real data.
+"""Using a summary: train a fresh learner on it, evaluate on the real data
+(docs/method.md, "Using a summary").
 
 The question a summary answers is "how good is a model trained only on this?", so the
 learner starts from scratch (every weight freshly drawn from ``seed``), trains on S with
@@ -8,8 +9,9 @@ epochs, and is evaluated on the real validation and test users.
 
 ``protocol="paper"`` reproduces the TD3 authors' evaluation instead: the learner's item
 table starts from the teacher's, i.e. the learner already holds what the teacher learned
-from the full data (SPEC §7 lists this as a defect of their evaluation; it is kept as an
-option so their numbers can be compared with ours). Their "freeze" of that table was a
+from the full data (docs/method.md, "Where td3 departs from the authors' code", counts
+this among the defects of their evaluation; it is kept as an option so their numbers can
+be compared with ours). Their "freeze" of that table was a
 no-op, so the table is trainable unless ``freeze_item_embedding=True``.
 
 ``train_on_sequences`` does the same for real hard sequences (the Random and Longest
@@ -41,20 +43,21 @@ from tqdm.auto import tqdm
 
 from td3.data import training_windows
 from td3 import stop
+from td3.config import settings_problems
 from td3.errors import ConfigError
-from td3.evaluate import PROTOCOLS as RANKINGS, EvalResult, evaluate, protocol_problems
+from td3.evaluate import PROTOCOLS as RANKINGS, EvalResult, evaluate
 from td3.losses import summary_loss
 from td3.models import build_model
 from td3.models.base import SequentialRecommender
 from td3.optim import Adam
 from td3.device import resolve_device
-from td3.train import epoch_mean, rng_state, seed_everything, set_rng_state, train_epoch
+from td3.seeds import rng_state, seed_everything, set_rng_state, training_seeds
+from td3.train import epoch_mean, train_epoch
 
 __all__ = ["SummaryTrainingResult", "train_on_summary", "train_on_sequences", "build_learner",
            "PROTOCOLS", "SELECT_PROTOCOL", "SELECT_METRIC"]
 
 PROTOCOLS = ("scratch", "paper")
-SELECTIONS = ("best_valid", "last")
 #: Model selection score: validation MRR@10 under the paper's ranking protocol.
 SELECT_PROTOCOL, SELECT_METRIC = "recbole100", "MRR@10"
 
@@ -124,27 +127,6 @@ def _copy_teacher_table(model: SequentialRecommender, teacher: torch.Tensor | No
 
 
 # ------------------------------------------------------------------ checks
-def settings_problems(epochs, batch_size, lr, weight_decay, select="best_valid", eval_every=1,
-                      eval_protocols=(SELECT_PROTOCOL,), prefix: str = "") -> list[str]:
-    """What is wrong with a learner's training settings, each named ``<prefix><setting>``
-    (``prefix="evaluation."`` names the config keys, so a run can refuse them up front)."""
-    problems = []
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        problems.append(f"{prefix}epochs={epochs!r} must be an integer >= 1")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        problems.append(f"{prefix}batch_size={batch_size!r} must be an integer >= 1")
-    if not lr > 0:
-        problems.append(f"{prefix}lr={lr!r} must be > 0")
-    if not weight_decay >= 0:
-        problems.append(f"{prefix}weight_decay={weight_decay!r} must be >= 0")
-    if select not in SELECTIONS:
-        problems.append(f"{prefix}select={select!r} must be one of {', '.join(SELECTIONS)}")
-    if isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
-        problems.append(f"{prefix}eval_every={eval_every!r} must be an integer >= 1")
-    problems += protocol_problems(eval_protocols, "eval.protocols" if prefix else "eval_protocols")
-    return problems
-
-
 def _check_common(*settings) -> None:
     problems = settings_problems(*settings)
     if problems:
@@ -193,12 +175,6 @@ def _keeps_caller_rng(function):
         with _caller_rng_kept():
             return function(*args, **kwargs)
     return wrapper
-
-
-def _seeds(seed: int) -> tuple[int, int]:
-    """Independent seeds for the batch order and ALT's positions, derived from ``seed``."""
-    order_seed, alt_seed = np.random.SeedSequence(seed).generate_state(2)
-    return int(order_seed), int(alt_seed)
 
 
 # ------------------------------------------------------------------ shared loop
@@ -273,7 +249,7 @@ def train_on_summary(S: torch.Tensor, data, model_name: str, model_options: dict
     _check_length(model, S.shape[1])
     S = S.detach().to(device=device, dtype=torch.float32)  # (μ, ζ, |V|)
     optimizer = _optimizer(model, lr, weight_decay)
-    order_seed, alt_seed = _seeds(seed)
+    order_seed, alt_seed = training_seeds(seed)
     shuffle = torch.Generator().manual_seed(order_seed)
     alt_positions = torch.Generator().manual_seed(alt_seed)
 
@@ -326,7 +302,7 @@ def train_on_sequences(sequences: list[np.ndarray], data, model_name: str, model
                           device=device)
     inputs, targets = torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device)
     optimizer = _optimizer(model, lr, weight_decay)
-    shuffle = torch.Generator().manual_seed(_seeds(seed)[0])
+    shuffle = torch.Generator().manual_seed(training_seeds(seed)[0])
 
     def run_epoch(epoch: int) -> float:
         return train_epoch(model, optimizer, inputs, targets, batch_size, shuffle, epoch)

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import random
-import sys
 import time
 from pathlib import Path
 
@@ -28,116 +25,27 @@ from tqdm.auto import tqdm
 
 from . import records, stop
 from .cli import hydra_command
-from .device import cuda_rng_state, prepare_cuda, resolve_device, set_cuda_rng_state
+from .config import TrainRun, dataset_options, model_options
 from .data import load_dataset, training_windows
+from .device import setup_runtime
 from .errors import ConfigError, TrainingError
-from .evaluate import PROTOCOLS, evaluate, protocol_problems
+from .evaluate import evaluate
+from .files import atomic_path
+from .layout import train_dir_for
 from .models import build_model
 from .models.popularity import Popularity
 from .optim import Adam
+from .seeds import rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("td3.train")
-
-
-# ------------------------------------------------------------------ helpers
-def setup_runtime(cfg: dict) -> torch.device:
-    """Device and torch threads for a run. Give a process as many threads as it has cores:
-    more makes OpenMP threads wait on each other (TD3 outer steps on ML-100K: 4-185 s with
-    2 threads beside another busy process, against 2-4 s with 1 thread). Without
-    ``threads``, a SLURM job takes the CPUs it was given (SLURM_CPUS_PER_TASK).
-
-    Deterministic algorithms: with 2 threads, the backward pass through the inner loop
-    otherwise differs between identical runs (by ~1e-10 per outer step, which 74 outer
-    steps of the synthetic default grew to 0.4 in the summary's factors), so a run made
-    with several threads could not be re-run bitwise. ``warn_only``: where an op has no
-    deterministic kernel (on CUDA), the run goes on and says so. On CUDA, cuBLAS is only
-    deterministic with a fixed workspace, set here before the run first touches the GPU
-    (``td3.device.prepare_cuda``)."""
-    prepare_cuda()
-    threads = cfg.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK")
-    if threads:
-        torch.set_num_threads(int(threads))
-    use_deterministic_algorithms()
-    return resolve_device(cfg.get("device"))
-
-
-def use_deterministic_algorithms() -> None:
-    """``torch.use_deterministic_algorithms(True, warn_only=True)`` without its other effect:
-    it also sets the flag of torch's compiler (inductor), and importing that config imports
-    ``torch._dynamo``, seconds per process, for a compiler no run uses. Where the
-    compiler is already loaded, or torch lacks the flag's setter, the public call is used."""
-    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if setter is None or "torch._inductor.config" in sys.modules:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        setter(True, warn_only=True)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    """The global random states; on a GPU also its own, from which dropout draws there."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    cuda = cuda_rng_state()
-    if cuda is not None:
-        state["cuda"] = cuda
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    set_cuda_rng_state(state.get("cuda"))
-
-
-def dataset_options(cfg: dict) -> dict:
-    """The dataset group minus its name: passed through to ``load_dataset``."""
-    return {k: v for k, v in cfg.items() if k != "name" and v is not None}
-
-
-def model_options(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k != "name"}
-
-
-def check_config(cfg: dict) -> None:
-    """Refuse impossible settings before any work starts."""
-    t = cfg["train"]
-    problems = []
-    if cfg["max_len"] < 2:
-        problems.append(f"max_len={cfg['max_len']} must be >= 2")
-    if t["epochs"] < 1:
-        problems.append(f"train.epochs={t['epochs']} must be >= 1")
-    if t["batch_size"] < 1:
-        problems.append(f"train.batch_size={t['batch_size']} must be >= 1")
-    if not t["lr"] > 0:
-        problems.append(f"train.lr={t['lr']} must be > 0")
-    if t.get("stride") is not None and not 1 <= t["stride"] <= cfg["max_len"]:
-        problems.append(f"train.stride={t['stride']} must be in [1, max_len={cfg['max_len']}]")
-    problems += protocol_problems(cfg["eval"]["protocols"])
-    if t["select_protocol"] not in PROTOCOLS:
-        problems += protocol_problems([t["select_protocol"]], "train.select_protocol")
-    lo, hi = t["pool_epochs"]
-    if not 1 <= lo <= hi:
-        problems.append(f"train.pool_epochs={t['pool_epochs']} must be [first, last] with 1 <= first <= last")
-    if problems:
-        raise ConfigError("; ".join(problems))
-
-
-def run_dir_for(cfg: dict, sig: str) -> Path:
-    return Path(cfg["results_dir"]) / "train" / f"{cfg['dataset']['name']}-{cfg['model']['name']}-{sig}"
 
 
 # --------------------------------------------------------------------- run
 def train(cfg: dict) -> Path:
     """One config -> one record. Returns the record's path."""
-    check_config(cfg)
+    TrainRun.of(cfg).check()
     sig = records.signature(cfg)
-    run_dir = run_dir_for(cfg, sig)
+    run_dir = train_dir_for(cfg, sig)
     if records.is_complete(run_dir):
         log.info("complete run found, nothing to do: %s", run_dir)
         return run_dir / records.RECORD_NAME
@@ -148,26 +56,27 @@ def train(cfg: dict) -> Path:
 
 
 def _train(cfg: dict, sig: str, run_dir: Path) -> Path:
+    run = TrainRun.of(cfg)
     timer = records.Timer()
-    device = setup_runtime(cfg)
-    seed_everything(cfg["seed"])
+    device = setup_runtime(run.device, run.threads)
+    seed_everything(run.seed)
 
     with timer("data"):
-        data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
-        inputs, targets = training_windows(data.train, cfg["max_len"], cfg["train"].get("stride"))
+        data = load_dataset(run.dataset.name, **dataset_options(run.dataset))
+        inputs, targets = training_windows(data.train, run.max_len, run.train.stride)
     if len(inputs) == 0:
-        raise ConfigError(f"dataset {data.name} yields no training windows at max_len={cfg['max_len']}")
+        raise ConfigError(f"dataset {data.name} yields no training windows at max_len={run.max_len}")
     inputs, targets = torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device)
 
-    model = build_model(cfg["model"]["name"], data.num_items, max_len=cfg["max_len"],
-                        **model_options(cfg["model"])).to(device)
-    t = cfg["train"]
-    optimizer = Adam(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
-    shuffle = torch.Generator().manual_seed(cfg["seed"])
+    model = build_model(run.model.name, data.num_items, max_len=run.max_len,
+                        **model_options(run.model)).to(device)
+    t = run.train
+    optimizer = Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    shuffle = torch.Generator().manual_seed(run.seed)
 
     record = records.new_record("train", cfg, sig)
     record["dataset"] = {"name": data.name, "sha256": data.sha256, "stats": data.stats}
-    record["model"] = {"name": cfg["model"]["name"], "parameters": model.num_parameters()}
+    record["model"] = {"name": run.model.name, "parameters": model.num_parameters()}
     run_dir.mkdir(parents=True, exist_ok=True)
     records.write_text(run_dir / "config.json", records.canonical_json(cfg) + "\n")
 
@@ -187,19 +96,19 @@ def _train(cfg: dict, sig: str, run_dir: Path) -> Path:
         state = saved["state"]
         log.info("resuming %s after epoch %d", run_dir.name, state["epoch"])
 
-    select_protocol, select_metric = t["select_protocol"], t["select_metric"]
-    pool_lo, pool_hi = t["pool_epochs"]
+    select_protocol, select_metric = t.select_protocol, t.select_metric
+    pool_lo, pool_hi = t.pool_epochs
     epoch_seconds = [h["seconds"] for h in state["history"]]
-    bar = tqdm(total=t["epochs"], initial=state["epoch"], desc=f"train {data.name}/{cfg['model']['name']}",
-               disable=not cfg.get("progress", True), dynamic_ncols=True, unit="ep")
+    bar = tqdm(total=t.epochs, initial=state["epoch"], desc=f"train {data.name}/{run.model.name}",
+               disable=not run.progress, dynamic_ncols=True, unit="ep")
     try:
-        for epoch in range(state["epoch"] + 1, t["epochs"] + 1):
+        for epoch in range(state["epoch"] + 1, t.epochs + 1):
             t0 = time.perf_counter()
             with timer("train"):
-                loss = train_epoch(model, optimizer, inputs, targets, t["batch_size"], shuffle, epoch)
+                loss = train_epoch(model, optimizer, inputs, targets, t.batch_size, shuffle, epoch)
             with timer("valid"):
                 result = evaluate(model, data, "valid", protocols=(select_protocol,),
-                                  max_len=cfg["max_len"], batch_size=cfg["eval"]["batch_size"], device=device)
+                                  max_len=run.max_len, batch_size=run.eval.batch_size, device=device)
             score = result.metrics[select_protocol][select_metric]
             seconds = time.perf_counter() - t0
             epoch_seconds.append(seconds)
@@ -219,7 +128,7 @@ def _train(cfg: dict, sig: str, run_dir: Path) -> Path:
             bar.set_postfix(loss=f"{loss:.4f}", **{select_metric: f"{score:.4f}"},
                             best=f"{state['best_score']:.4f}@{state['best_epoch']}")
             stop.check(f"after training epoch {epoch} (checkpoint {last})")
-            if state["bad_epochs"] >= t["patience"]:
+            if state["bad_epochs"] >= t.patience:
                 break
     except TrainingError as exc:
         record.update(status="failed", error=str(exc), timings=timer.as_dict())
@@ -230,17 +139,17 @@ def _train(cfg: dict, sig: str, run_dir: Path) -> Path:
 
     with timer("test"):
         model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=True))
-        protocols = tuple(cfg["eval"]["protocols"])
-        results = {split: evaluate(model, data, split, protocols=protocols, max_len=cfg["max_len"],
-                                   batch_size=cfg["eval"]["batch_size"], device=device,
-                                   exclude_history=cfg["eval"]["exclude_history"])
+        protocols = run.eval.protocols
+        results = {split: evaluate(model, data, split, protocols=protocols, max_len=run.max_len,
+                                   batch_size=run.eval.batch_size, device=device,
+                                   exclude_history=run.eval.exclude_history)
                    for split in ("valid", "test")}
         # The floor every learner must clearly beat, on the same candidates.
         popularity = evaluate(Popularity.fit(data.train, data.num_items), data, "test", protocols=protocols,
-                              max_len=cfg["max_len"], batch_size=cfg["eval"]["batch_size"], device=device,
-                              exclude_history=cfg["eval"]["exclude_history"])
+                              max_len=run.max_len, batch_size=run.eval.batch_size, device=device,
+                              exclude_history=run.eval.exclude_history)
     per_user = pd.concat([r.to_frame().assign(split=split) for split, r in results.items()], ignore_index=True)
-    with records.atomic_path(run_dir / "per_user.parquet") as tmp:
+    with atomic_path(run_dir / "per_user.parquet") as tmp:
         per_user.to_parquet(tmp, index=False)
 
     pool = sorted(p.name for p in (run_dir / "pool").glob("epoch_*.pt"))

@@ -31,29 +31,14 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from . import records
-from .cli import CONF_DIR
+from .config import compose_config
 
 log = logging.getLogger("td3.tune")
 
 METRIC = "valid_MRR@10"
 #: Environment passed to the trials: where data and results live.
 ENV_PREFIXES = ("TD3_",)
-
-
-def compose_config(overrides: list[str], hydra: bool = False) -> dict:
-    """The resolved distill config for ``overrides`` (with the ``hydra`` node if asked)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("distill", overrides=list(overrides), return_hydra_config=hydra)
-    if hydra:
-        return OmegaConf.to_container(cfg, resolve=False)
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def grid_jobs(overrides: list[str]) -> tuple[str, list[list[str]]]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from td3.baselines import export_inter, longest_sequences, random_sequences
+from td3.baselines import longest_sequences, random_sequences
+from td3.data.formats import write_inter as export_inter
 from td3.data.formats import read_interactions
 from td3.errors import ConfigError
 

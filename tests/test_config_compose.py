@@ -1,8 +1,8 @@
 """Every overlay and every sweep point composes into a config the run would accept.
 
 Nothing is trained and no data is read: each config is composed with Hydra's compose API as
-the command line composes it, resolved, and given to the run's check (``check_config`` in
-td3/distill.py before issue 16, ``RunConfig.check`` in td3/config.py after), which refuses
+the command line composes it, resolved, and given to the run's check
+(``td3.config.RunConfig.check``), which refuses
 impossible settings (Tucker ranks above the summary's size, an inner batch larger than the
 summary, an unknown learner, ...) from the config alone. A sweep point that would end in
 ``td3: error`` as soon as its job started (after its wait in a cluster's queue) fails here,
@@ -15,7 +15,7 @@ is not in conf/distill.yaml's defaults list); sweeps are expanded by the project
 expansion the Hydra sweeper and Ray Tune share), without launching anything.
 
 Points that differ only in ``seed`` compose alike (``seed`` feeds the seeds, nothing
-``check_config`` reads but ``evaluation.seeds`` being non-empty), so one seed of each is
+the check reads but ``evaluation.seeds`` being non-empty), so one seed of each is
 composed and checked; the test asserts the seeds multiply the grid exactly.
 """
 from __future__ import annotations
@@ -63,25 +63,16 @@ def hydra_conf():
         yield compose
 
 
-# Issue 16 moves the run's check and its list of methods out of td3/distill.py (into
-# td3.config): each is taken from where it lives, before or after, so that this safety net
-# runs on both sides of the change.
 def check(cfg: dict) -> None:
     """The run's refusal of impossible settings (a TD3Error), from the config alone."""
-    try:
-        from td3.distill import check_config
-    except ImportError:
-        from td3.config import RunConfig
-        RunConfig.of(cfg).check()
-    else:
-        check_config(cfg)
+    from td3.config import RunConfig
+
+    RunConfig.of(cfg).check()
 
 
 def methods() -> tuple[str, ...]:
-    try:
-        from td3.distill import METHODS
-    except ImportError:
-        from td3.config import METHODS
+    from td3.config import METHODS
+
     return tuple(METHODS)
 
 

@@ -135,11 +135,11 @@ def nondeterminism_warnings(caught) -> list[str]:
 def runtime():
     """What every run sets (td3.train.setup_runtime: deterministic algorithms, cuBLAS's fixed
     workspace), true float32 matrix products, and the process left as it was."""
-    from td3.train import setup_runtime
+    from td3.device import setup_runtime
 
     deterministic, precision = torch.are_deterministic_algorithms_enabled(), torch.get_float32_matmul_precision()
     threads = torch.get_num_threads()
-    setup_runtime({"threads": 1, "device": "cuda"})
+    setup_runtime("cuda", threads=1)
     torch.set_float32_matmul_precision("highest")
     try:
         yield
@@ -263,9 +263,9 @@ class Teacher:
 
 def engines(cfg, data):
     """The same BilevelEngine (same teacher, same summary) on the CPU and on the GPU."""
-    from td3.distill import BilevelEngine
+    from td3.engine import BilevelEngine
     from td3.models import build_model
-    from td3.train import model_options
+    from td3.config import model_options
 
     torch.manual_seed(0)
     teacher = build_model(cfg["model"]["name"], data.num_items, max_len=cfg["max_len"], **model_options(cfg["model"]))
@@ -278,10 +278,10 @@ def engines(cfg, data):
 
 @pytest.mark.parametrize("model, embedding", [("sasrec", "frozen"), ("sasrec", "trainable"), ("gru4rec", "frozen")])
 def test_an_outer_step_on_cuda_matches_the_cpu_and_stays_on_the_gpu(dataset, model, embedding):
-    """One outer step of td3.distill.BilevelEngine: the inner loop (the hand-written Adam, W
+    """One outer step of td3.engine.BilevelEngine: the inner loop (the hand-written Adam, W
     unrolled steps), the outer loss and the meta-gradient. GRU4Rec's GRU must keep cuDNN out:
     cuDNN's RNN backward can neither be differentiated again nor run in eval mode."""
-    from td3.tune import compose_config
+    from td3.config import compose_config
 
     cfg = compose_config([*OUTER, f"model={model}", f"distill.inner.embedding={embedding}"])
     on_cpu, on_gpu = engines(cfg, dataset)
@@ -310,14 +310,15 @@ def test_the_inner_adam_on_cuda_matches_the_cpu():
     """td3.inner.FunctionalOptimizer on GPU tensors: its graph-free steps, its differentiable
     step and the derivative through that step, against the CPU's, element by element; its
     state lives beside the parameters."""
-    from td3.inner import FunctionalOptimizer, InnerConfig
+    from td3.inner import FunctionalOptimizer
+    from test_inner import inner_settings
 
     g = torch.Generator().manual_seed(0)
     p0, grads = torch.randn(1000, generator=g), [torch.randn(1000, generator=g) * 10 ** -k for k in range(4)]
     results = {}
     for device in (CPU, GPU):
         p = p0.to(device).clone()
-        opt = FunctionalOptimizer(InnerConfig(), {"flat": p})
+        opt = FunctionalOptimizer(inner_settings(), {"flat": p})
         for grad in grads[:3]:  # graph-free, in place
             opt.step_({"flat": p}, {"flat": grad.to(device)})
         last = grads[3].to(device).requires_grad_(True)

@@ -8,7 +8,8 @@ import warnings
 import pytest
 
 from td3.data import KNOWN_DATASETS, load_dataset
-from td3.data.fetch import UnpinnedChecksumWarning, fetch, fetch_file, sha256_file
+from td3.data.fetch import UnpinnedChecksumWarning, fetch, fetch_file
+from td3.files import file_sha256 as sha256_file
 from td3.data.registry import DatasetSpec, RawSource, get_spec
 from td3.errors import DataError
 

@@ -451,14 +451,9 @@ def test_killed_run_resumes_bitwise(tmp_path, dataset):
 
 def compose_config(overrides: list[str], results: Path) -> dict:
     """The resolved config the command line would build, for in-process runs."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from td3.config import compose_config as compose
 
-    from td3.cli import CONF_DIR
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("distill", overrides=[*overrides, f"results_dir={results}"])
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose([*overrides, f"results_dir={results}"])
 
 
 def test_per_epoch_init_resumes_bitwise(tmp_path, monkeypatch):
@@ -468,6 +463,7 @@ def test_per_epoch_init_resumes_bitwise(tmp_path, monkeypatch):
     after step 4 is on disk, the next launch resumes from it.
     """
     import td3.distill as distill_module
+    from td3.engine import BilevelEngine
 
     monkeypatch.setenv("TD3_DATA_DIR", str(tmp_path / "data"))
     cfg = compose_config([*SMALL, "distill.init=per_epoch", "distill.outer.epochs=2"], tmp_path / "runs")
@@ -482,17 +478,17 @@ def test_per_epoch_init_resumes_bitwise(tmp_path, monkeypatch):
         for epoch in range(2):  # one pool checkpoint per epoch
             assert len({h["init"] for h in history_of(a, tmp_path / "a-summary")[epoch * bpe:(epoch + 1) * bpe]}) == 1
 
-        original = distill_module.BilevelEngine.step
+        original = BilevelEngine.step
 
         def interrupted(self, step):
             if step == 5:
                 raise KeyboardInterrupt("killed")
             return original(self, step)
 
-        monkeypatch.setattr(distill_module.BilevelEngine, "step", interrupted)
+        monkeypatch.setattr(BilevelEngine, "step", interrupted)
         with pytest.raises(KeyboardInterrupt):
             distill_module.distill(cfg)
-        monkeypatch.setattr(distill_module.BilevelEngine, "step", original)
+        monkeypatch.setattr(BilevelEngine, "step", original)
         assert torch.load(Path(a["summary"]["dir"]) / "state.pt", weights_only=False)["state"]["step"] == 4
         b = json.loads(distill_module.distill(cfg).read_text())
     finally:
@@ -522,7 +518,7 @@ class _RandomTeacher:
 
     def __init__(self, cfg, num_items):
         from td3.models import build_model
-        from td3.train import model_options
+        from td3.config import model_options
 
         torch.manual_seed(0)
         opts = dict(max_len=cfg["max_len"], **model_options(cfg["model"]))
@@ -540,8 +536,8 @@ def test_sampled_items_covering_the_catalog_give_the_exact_step(tmp_path, monkey
     (losses and meta-gradient) is the full softmax's, up to the order of the items; a small
     subset gives a different but finite meta-gradient and an outer loss near the exact one."""
     from td3.data import load_dataset
-    from td3.distill import BilevelEngine
-    from td3.train import dataset_options
+    from td3.config import dataset_options
+    from td3.engine import BilevelEngine
 
     monkeypatch.setenv("TD3_DATA_DIR", str(tmp_path / "data"))
     out = {}
@@ -633,13 +629,13 @@ def test_impossible_config_is_refused_before_any_work(tmp_path, monkeypatch, key
 @pytest.mark.parametrize("method", ["random", "longest", "full"])
 def test_bilevel_settings_do_not_bind_methods_that_do_not_distil(method):
     """A grid sharing one inner batch across sizes (15 > μ = 10) refuses TD3, not the baselines."""
-    from td3.distill import check_config
+    from td3.config import RunConfig
     from td3.errors import ConfigError
 
     overrides = [*SMALL, *IMPOSSIBLE["batch_size"][0], *IMPOSSIBLE["window"][0], *IMPOSSIBLE["alt_low"][0]]
-    check_config(compose_config([*overrides, f"method={method}"], Path("runs")))
+    RunConfig.of(compose_config([*overrides, f"method={method}"], Path("runs"))).check()
     with pytest.raises(ConfigError, match="distill.window.*alt_low.*distill.inner.batch_size"):
-        check_config(compose_config([*overrides, "method=td3"], Path("runs")))
+        RunConfig.of(compose_config([*overrides, "method=td3"], Path("runs"))).check()
 
 
 # ---------------------------------------------------------------- 5. non-finite
@@ -693,7 +689,7 @@ def test_corrupt_state_and_missing_pool_checkpoint(diverged):
     env, _, records = diverged["inner-loss"]
     args = DIVERGING["inner-loss"]
     (path,) = records
-    from td3.distill import summary_dir_for
+    from td3.layout import summary_dir_for
 
     run_dir = summary_dir_for(records[path]["config"])[0]  # where the resume state lives
     teacher_dir = Path(records[path]["teacher"]["run"])
@@ -730,17 +726,19 @@ def test_two_thread_meta_gradients_repeat_bitwise(tmp_path, monkeypatch):
     same meta-gradient to the bit (before deterministic algorithms were turned on, the
     backward pass through the inner loop differed by ~1e-10 at every try)."""
     from td3.data import load_dataset
-    from td3.distill import BilevelEngine, Teacher
-    from td3.train import dataset_options, setup_runtime
+    from td3.config import RunConfig, dataset_options
+    from td3.device import setup_runtime
+    from td3.engine import BilevelEngine
+    from td3.teacher import Teacher
 
     monkeypatch.setenv("TD3_DATA_DIR", str(tmp_path / "data"))
     cfg = compose_config(["train.epochs=1", "threads=2"], tmp_path / "runs")  # the embedded default
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
-        device = setup_runtime(cfg)
+        device = setup_runtime(cfg["device"], cfg["threads"])
         assert torch.get_num_threads() == 2 and torch.are_deterministic_algorithms_enabled()
         data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
-        teacher = Teacher(cfg, device, data.num_items)
+        teacher = Teacher(RunConfig.of(cfg), device, data.num_items)
         grads = []
         for _ in range(2):
             torch.manual_seed(cfg["seed"])

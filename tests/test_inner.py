@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from td3.errors import ConfigError
-from td3.inner import EMBEDDING, FunctionalOptimizer, InnerConfig, InnerLoop, _safe_sqrt
+from td3.config import Inner
+from td3.inner import EMBEDDING, FunctionalOptimizer, InnerLoop, _safe_sqrt
 from td3.losses import summary_loss
 from td3.models import BERT4Rec, GRU4Rec, SASRec
 from td3.models.base import Embedded
@@ -45,6 +46,13 @@ def float64():
         yield
     finally:
         torch.set_default_dtype(previous)
+
+
+def inner_settings(frozen_embedding: bool = False, **kw) -> Inner:
+    """``distill.inner`` at conf/distill/default.yaml's values, with ``kw`` changed."""
+    values = dict(lr=0.005, weight_decay=5e-5, optimizer="adam", batch_size=15, alt=True, alt_low=5,
+                  embedding="frozen" if frozen_embedding else "trainable", dropout=True, backend="func")
+    return Inner(**{**values, **kw})
 
 
 def make_model(kind: str = "sasrec", seed: int = 0) -> nn.Module:
@@ -94,7 +102,7 @@ def outer_loss(model, params, x, y):
     return functional_call(OuterCE(model), {f"model.{k}": v for k, v in params.items()}, (x, y))
 
 
-def meta_gradient(model, cfg: InnerConfig, logits, x, y, *, steps=12, window=5, seed=7):
+def meta_gradient(model, cfg: Inner, logits, x, y, *, steps=12, window=5, seed=7):
     init = init_of(model)
     S = logits.softmax(-1)
     params = InnerLoop(model, cfg).run(S, init, steps=steps, window=window,
@@ -121,7 +129,7 @@ def test_func_and_higher_meta_gradients_agree(float64, kind, optimizer, embeddin
     for backend in ("func", "higher"):
         model = make_model(kind)
         assert next(model.parameters()).dtype == torch.float64
-        cfg = InnerConfig(lr=0.05, weight_decay=1e-3, optimizer=optimizer,
+        cfg = inner_settings(lr=0.05, weight_decay=1e-3, optimizer=optimizer,
                           momentum=0.9 if optimizer == "sgd" else 0.0, batch_size=4, alt=alt, alt_low=2,
                           frozen_embedding=embedding == "frozen", backend=backend)
         grads[backend], losses[backend], finals[backend] = meta_gradient(model, cfg, logits, x, y)
@@ -150,15 +158,15 @@ def test_backends_agree_when_the_window_holds_the_first_inner_step(float64, opti
     logits, x, y = make_problem()
     grads = {}
     for backend in ("func", "higher"):
-        cfg = InnerConfig(lr=0.05, weight_decay=1e-3, optimizer=optimizer, batch_size=4, alt=True, alt_low=2,
+        cfg = inner_settings(lr=0.05, weight_decay=1e-3, optimizer=optimizer, batch_size=4, alt=True, alt_low=2,
                           frozen_embedding=True, backend=backend)
         grads[backend] = meta_gradient(make_model("sasrec"), cfg, logits, x, y, steps=5, window=5)[0]
     assert grads["func"].norm() > 1e-6 and rel(grads["higher"], grads["func"]) <= 1e-8
 
 
 # --------------------------------------------------------- 2. RaT-BPTT truncation
-def base_cfg(**kw) -> InnerConfig:
-    return InnerConfig(**{**dict(lr=0.05, weight_decay=1e-3, batch_size=4, alt=True, alt_low=2), **kw})
+def base_cfg(**kw) -> Inner:
+    return inner_settings(**{**dict(lr=0.05, weight_decay=1e-3, batch_size=4, alt=True, alt_low=2), **kw})
 
 
 @pytest.mark.parametrize("backend", ["func", "higher"])
@@ -266,7 +274,7 @@ def test_functional_adam_follows_torch_adam(float64, eps, close):
     g = torch.Generator().manual_seed(0)
     a, c = torch.rand(20, generator=g) * 5 + 0.1, torch.randn(20, generator=g)
     start = torch.randn(20, generator=g)
-    cfg = InnerConfig(lr=0.05, weight_decay=0.01, eps=eps, betas=(0.9, 0.99))
+    cfg = inner_settings(lr=0.05, weight_decay=0.01, eps=eps, betas=(0.9, 0.99))
 
     p_ref = start.clone().requires_grad_(True)
     torch_opt = torch.optim.Adam([p_ref], lr=cfg.lr, betas=cfg.betas, eps=eps, weight_decay=cfg.weight_decay)
@@ -295,7 +303,7 @@ def test_functional_adam_follows_torch_adam(float64, eps, close):
 def test_functional_sgd_with_momentum_is_torch_sgd(float64):
     g = torch.Generator().manual_seed(1)
     a, c, start = torch.rand(10, generator=g) + 0.5, torch.randn(10, generator=g), torch.randn(10, generator=g)
-    cfg = InnerConfig(lr=0.1, weight_decay=0.01, optimizer="sgd", momentum=0.9)
+    cfg = inner_settings(lr=0.1, weight_decay=0.01, optimizer="sgd", momentum=0.9)
     p_ref = start.clone().requires_grad_(True)
     torch_opt = torch.optim.SGD([p_ref], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     params = {"p": start.clone()}
@@ -326,7 +334,7 @@ def test_safe_sqrt_values_and_gradient(float64):
 
 def test_adam_step_with_a_zero_gradient_coordinate_has_a_finite_meta_gradient(float64):
     """A coordinate whose gradient is exactly 0 (v = 0) must not poison the meta-gradient."""
-    cfg = InnerConfig(lr=0.1, weight_decay=0.0)
+    cfg = inner_settings(lr=0.1, weight_decay=0.0)
     s = torch.tensor([1.5], requires_grad=True)
     p = torch.tensor([0.3, -0.2], requires_grad=True)
     opt = FunctionalOptimizer(cfg, {"p": p})
@@ -411,7 +419,7 @@ def test_window_outside_zero_to_steps_is_a_config_error():
 ])
 def test_bad_inner_config_is_a_config_error(kwargs, needle):
     with pytest.raises(ConfigError, match=needle):
-        InnerLoop(make_model(), InnerConfig(**kwargs))
+        InnerLoop(make_model(), inner_settings(**kwargs))
 
 
 @pytest.mark.parametrize("embedding", ["trainable", "frozen"])
@@ -429,7 +437,7 @@ def test_backends_agree_on_a_sampled_item_subset(float64, embedding):
     grads = {}
     for backend in ("func", "higher"):
         model = make_model()
-        cfg = InnerConfig(lr=0.05, weight_decay=1e-3, batch_size=4, alt=True, alt_low=2,
+        cfg = inner_settings(lr=0.05, weight_decay=1e-3, batch_size=4, alt=True, alt_low=2,
                           frozen_embedding=embedding == "frozen", backend=backend)
         S = (logits[..., sampled.items] + sampled.log_weight).softmax(-1)  # (μ, ζ, k)
         params = InnerLoop(model, cfg).run(S, init_of(model), steps=12, window=5,

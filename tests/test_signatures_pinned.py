@@ -2,8 +2,7 @@
 
 A run's directory is named by the signature of its resolved config (``td3.records.signature``),
 its summary's by the signature of the summary's part of it (``td3.layout.summary_dir_for``),
-its teacher's by the signature of the teacher's training config (``teacher_config`` in
-td3/distill.py before issue 16, ``RunConfig.teacher`` after). Change any of them, by a
+its teacher's by the signature of the teacher's training config (``RunConfig.teacher``). Change any of them, by a
 default, a key renamed, a config moved, or the hashing itself, and every published or
 half-finished run is orphaned: a relaunched sweep reruns everything. So:
 
@@ -166,33 +165,25 @@ NON_RESULT = ("results_dir", "progress", "threads", "device", "eval.batch_size",
 
 
 # ------------------------------------------------ the project's functions used
-# Issue 16 moves them out of td3/distill.py (into td3.config's RunConfig): each is taken from
-# where it lives, before or after, so that this safety net runs on both sides of the change.
 def teacher_config(cfg: dict) -> dict:
     """The config of the full-data training run that gives a distillation its teacher."""
-    try:
-        from td3.distill import teacher_config as before
-    except ImportError:
-        from td3.config import RunConfig
-        return RunConfig.of(cfg).teacher()
-    return before(cfg)
+    from td3.config import RunConfig
+
+    return RunConfig.of(cfg).teacher()
 
 
 def model_config(name: str, cfg: dict) -> dict:
     """Options of an evaluation learner (full-data runs train one per learner and seed)."""
-    try:
-        from td3.distill import model_config as before
-    except ImportError:
-        from td3.config import RunConfig
-        return RunConfig.of(cfg).learner(name)
-    return before(name, cfg)
+    from td3.config import RunConfig
+
+    return RunConfig.of(cfg).learner(name)
 
 
 # ------------------------------------------------------------------ helpers
 def compose(overrides: list[str]) -> dict:
     """The resolved config ``python -m td3.distill <overrides>`` runs: Hydra's composition of
     conf/distill.yaml without the ``hydra`` node, every interpolation resolved (td3.cli's
-    ``hydra_command``; the sweeper's ``_resolve`` and ``td3.tune.compose_config`` agree)."""
+    ``hydra_command``; the sweeper's ``_resolve`` and ``td3.config.compose_config`` agree)."""
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
@@ -251,8 +242,8 @@ def test_a_sweeps_grid_point_is_the_same_run_as_its_command_line(results_root):
 
 
 def test_the_projects_own_composition_agrees(results_root):
-    """Sweeps (Ray Tune), the audit and publishing compose with ``td3.tune.compose_config``."""
-    from td3.tune import compose_config
+    """Sweeps (Ray Tune), the audit and publishing compose with ``td3.config.compose_config``."""
+    from td3.config import compose_config
 
     for case in ("defaults", "ml-100k td3 authors_code", "magazine-2018 td3 10x10"):
         assert compose_config(CASES[case]) == compose(CASES[case]), case

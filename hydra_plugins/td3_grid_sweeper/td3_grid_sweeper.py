@@ -260,7 +260,8 @@ def _shared_work(resolved: Optional[dict]) -> Optional[str]:
     """The summary a grid point's run distils or reuses (None: it shares nothing)."""
     if not resolved:
         return None
-    from td3.layout import SUMMARY_METHODS, summary_dir_for  # not td3.distill: no torch in the driver
+    from td3.config import SUMMARY_METHODS  # not td3.distill: no torch in the driver
+    from td3.layout import summary_dir_for
 
     if resolved.get("method") not in SUMMARY_METHODS:
         return None

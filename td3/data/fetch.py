@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from td3.errors import DataError
+from td3.files import atomic_path, file_sha256
 from td3.data.registry import DatasetSpec, RawSource
 
 DATA_DIR_ENV = "TD3_DATA_DIR"
@@ -65,15 +65,6 @@ def raw_file_path(spec: DatasetSpec, source: RawSource, data_dir: str | Path | N
 
 
 # ------------------------------------------------------------------------------- checksum
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, streamed (raw files can be larger than we want in memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------- fetch
 def fetch(spec: DatasetSpec, data_dir: str | Path | None = None) -> Path:
     """Path of the dataset's verified raw file in ``data_dir`` (fetched if needed)."""
@@ -107,7 +98,7 @@ def fetch_file(spec: DatasetSpec, data_dir: str | Path | None = None) -> Fetched
 
 
 def _accept_existing(spec: DatasetSpec, source: RawSource, local: Path) -> FetchedFile | None:
-    digest = sha256_file(local)
+    digest = file_sha256(local)
     if source.sha256 is None:
         _warn_unpinned(spec, local, digest)
         return FetchedFile(local, source, digest, pinned=False)
@@ -168,67 +159,23 @@ def _stale_note(stale: list[str]) -> str:
 
 # ------------------------------------------------------------------------- atomic storing
 def _store_verified(stream: BinaryIO, target: Path, source: RawSource, origin: str) -> str:
-    """Copy ``stream`` to ``target`` via a temp file, check the digest, rename into place.
+    """Copy ``stream`` to ``target`` atomically, checking the digest before the rename.
 
     On any failure nothing is left: neither the temp file nor directories made for it.
     """
-    created_dirs = _make_parents(target.parent)
-    handle = tempfile.NamedTemporaryFile(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False)
-    temp_path = Path(handle.name)
-    try:
-        digest = hashlib.sha256()
-        with handle:
-            for chunk in iter(lambda: stream.read(_CHUNK), b""):
-                digest.update(chunk)
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
+    digest = hashlib.sha256()
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        for chunk in iter(lambda: stream.read(_CHUNK), b""):
+            digest.update(chunk)
+            handle.write(chunk)
         actual = digest.hexdigest()
         if source.sha256 is not None and actual != source.sha256:
             raise DataError(
                 f"sha256 mismatch for {source.file_name} (from {origin}): expected "
                 f"{source.sha256}, got {actual}; the file was not kept")
-        os.replace(temp_path, target)
-        _fsync_directory(target.parent)
-        return actual
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        for directory in reversed(created_dirs):
-            try:
-                directory.rmdir()          # only succeeds when empty
-            except OSError:
-                break
-        raise
+    return actual
 
 
-def _make_parents(directory: Path) -> list[Path]:
-    """mkdir -p that reports which directories it created (outermost first)."""
-    missing = []
-    current = directory
-    while not current.exists():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    return list(reversed(missing))
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename durable; best effort (not every platform/file system allows it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-__all__ = ["fetch", "fetch_file", "sha256_file", "default_data_dir", "resolve_data_dir",
+__all__ = ["fetch", "fetch_file", "default_data_dir", "resolve_data_dir",
            "raw_file_path", "FetchedFile", "UnpinnedChecksumWarning", "DATA_DIR_ENV",
            "MIRROR_ENV"]

@@ -10,6 +10,9 @@ Parsing has two paths. The fast path is one ``pandas.read_csv`` call with explic
 (separator count, no empty ids, finite numbers). Otherwise the slow path walks the lines
 in Python, and is the authority: it names the first bad line, ``file:line: problem``.
 
+``write_inter`` writes sequences the other way, as a RecBole atomic ``.inter`` file that the
+``atomic`` format reads back (a summary's hard sequences, the Random and Longest subsets).
+
 Compression is detected from magic bytes, not from the name: gzip (``.gz``) and zip
 archives (the official GroupLens ``ml-100k.zip`` / ``ml-1m.zip``; the member is chosen by
 its name, e.g. ``ml-100k/u.data``) are opened transparently.
@@ -24,11 +27,13 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from td3.errors import DataError
+from td3.files import atomic_path
 
 COLUMNS = ("user", "item", "timestamp", "rating")
 
@@ -368,3 +373,33 @@ def _to_common_table(frame: pd.DataFrame, layout: TextLayout) -> pd.DataFrame:
         "timestamp": timestamps,
         "rating": ratings,
     })
+
+
+# ------------------------------------------------------------------ writing
+#: RecBole atomic header; timestamps are positions, only their order matters.
+INTER_HEADER = "user_id:token\titem_id:token\ttimestamp:float"
+
+
+def write_inter(sequences: Sequence[np.ndarray], path: str | Path,
+                item_ids: Sequence | np.ndarray | None = None) -> Path:
+    """Write sequences as a RecBole atomic ``.inter`` file, atomically.
+
+    Users are ``s0``, ``s1``, ... in list order; a user's timestamps are 0, 1, ... in
+    sequence order. ``item_ids`` maps an id to the dataset's raw item token
+    (``SequenceDataset.item_ids``, index 0 = padding) so that another library sees the
+    dataset's own item tokens; without it the ids 1..|V| are written.
+    """
+    lines = [INTER_HEADER]
+    tokens = None if item_ids is None else np.asarray(item_ids)
+    for user, sequence in enumerate(sequences):
+        ids = np.asarray(sequence, dtype=np.int64).reshape(-1)
+        if len(ids) and ids.min() < 1:
+            raise ValueError(f"sequence {user} holds id {ids.min()}; item ids start at 1 (0 is padding)")
+        if tokens is not None and len(ids) and ids.max() >= len(tokens):
+            raise ValueError(f"sequence {user} holds id {ids.max()} beyond item_ids "
+                             f"(length {len(tokens)})")
+        names = ids if tokens is None else tokens[ids]
+        lines.extend(f"s{user}\t{name}\t{position}" for position, name in enumerate(names))
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return Path(path)

@@ -30,9 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,7 +40,8 @@ import numpy as np
 import pandas as pd
 
 from td3.data.batches import pad_sequences
-from td3.data.fetch import fetch_file, resolve_data_dir, sha256_file
+from td3.data.fetch import fetch_file, resolve_data_dir
+from td3.files import atomic_path, file_sha256
 from td3.data.formats import FORMATS, layout_for, read_interactions
 from td3.data.registry import KNOWN_DATASETS, DatasetSpec, ItemUserFilter, get_spec
 from td3.data.synthetic import SyntheticConfig, generate_from_config
@@ -258,7 +257,7 @@ def load_dataset(name_or_cfg, data_dir: str | Path | None = None, *, cache: bool
         path = Path(opts.path).expanduser()
         if not path.is_file():
             raise DataError(f"dataset {opts.name!r}: file not found: {path}")
-        raw_sha = sha256_file(path)
+        raw_sha = file_sha256(path)
         if opts.sha256 is not None and raw_sha != opts.sha256:
             raise DataError(f"sha256 mismatch for {path}: expected {opts.sha256}, "
                             f"got {raw_sha}")
@@ -476,25 +475,16 @@ def _content_digest(arrays: dict[str, np.ndarray]) -> str:
 
 
 def _write_cache(path: Path, dataset: SequenceDataset, key: str) -> None:
-    """Atomic write: temp file in the same directory, fsync, rename."""
+    """Written atomically (``td3.files``); a cache that cannot be written is only a warning."""
     arrays = _cache_arrays(dataset)
     meta = {"key": key, "format_version": FORMAT_VERSION, "name": dataset.name,
             "num_users": dataset.num_users, "num_items": dataset.num_items,
             "sha256": dataset.sha256, "stats": dataset.stats,
             "content_sha256": _content_digest(arrays)}
-    temp_path = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.",
-                                         suffix=".npz.part", delete=False) as handle:
-            temp_path = Path(handle.name)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_path, path)
     except OSError as exc:
-        if temp_path is not None:
-            temp_path.unlink(missing_ok=True)
         warnings.warn(f"could not write the processed-dataset cache {path}: {exc}; "
                       f"continuing without it", RuntimeWarning, stacklevel=3)
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .base import Dropout, SequentialRecommender
 from .sasrec import MASKED, SASRec, Block
