@@ -29,8 +29,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from td3 import records  # noqa: E402
 from td3.config import SUMMARY_METHODS, RunConfig  # noqa: E402
 from td3.grid import expand  # noqa: E402
-from td3.run import run_dir_of  # noqa: E402
-from td3.layout import summary_dir_for, train_dir_for  # noqa: E402
+from td3.layout import distillation, summary_dir_for, train_dir_for  # noqa: E402
 from td3.config import compose_config  # noqa: E402
 
 
@@ -89,7 +88,7 @@ def plan(root: Path, sweeps: list[str], parallel: int) -> int:
         for job in jobs:
             cfg = compose_config(job)
             cfg["results_dir"] = str(root)
-            if records.is_complete(run_dir_of(cfg)):
+            if records.is_complete(distillation(cfg).dir):
                 continue
             left += 1
             ds, method = cfg["dataset"]["name"], cfg["method"]

@@ -228,7 +228,7 @@ class Audit:
         from omegaconf import OmegaConf
 
         from .grid import expand
-        from .run import run_dir_of
+        from .layout import distillation
         from .config import compose_config
 
         c = self.check("grid")
@@ -245,7 +245,7 @@ class Audit:
                 c.checked += 1
                 cfg = compose_config(job)
                 cfg["results_dir"] = str(self.root)
-                run_dir = run_dir_of(cfg)
+                run_dir = distillation(cfg).dir
                 if not records.is_complete(run_dir, verify=False):  # seals: the "sealed" check
                     c.failures.append(f"{multirun.parent.parent.name}: grid point {' '.join(job)} has no complete "
                                       f"record ({run_dir.name})")

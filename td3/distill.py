@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import baselines, records, summary_training
+from . import baselines, layout, records, summary_training
 from .cli import hydra_command
 from .config import SUMMARY_METHODS, RunConfig, dataset_options, model_options
 from .data import load_dataset
@@ -34,7 +34,6 @@ from .device import setup_runtime
 from .engine import learn_summary
 from .errors import DamagedFileError, TrainingError
 from .files import atomic_path
-from .layout import run_dir_for, summary_dir_for  # light: no torch
 from .teacher import Teacher
 from .train import train as train_full
 
@@ -49,15 +48,8 @@ def distill(cfg: dict, report=None) -> Path:
         of the summary (Ray Tune's schedulers read it); None to report nothing.
     """
     run = RunConfig.of(cfg).check()
-    sig = records.signature(cfg)
-    run_dir = run_dir_for(cfg, sig)
-    if records.is_complete(run_dir):
-        log.info("complete run found, nothing to do: %s", run_dir)
-        return run_dir / records.RECORD_NAME
-    with records.exclusive(run_dir):  # the same config launched twice: the second waits, then skips
-        if records.is_complete(run_dir):
-            return run_dir / records.RECORD_NAME
-        return _distill(run, sig, run_dir, report)
+    place = layout.distillation(cfg)
+    return layout.run_once(place, lambda: _distill(run, place.signature, place.dir, report))
 
 
 @dataclass
@@ -171,7 +163,8 @@ def _trained(result: summary_training.SummaryTrainingResult) -> Trained:
 def learned_summary(ctx: Context) -> Trainer:
     """TD3, Farzi, naive: the summary this config distils, learnt now or found in its cache."""
     run, record = ctx.run, ctx.record
-    summary_dir, summary_sig = summary_dir_for(run.raw)
+    summary_place = layout.summary(run.raw)
+    summary_dir, summary_sig = summary_place.dir, summary_place.signature
     with records.exclusive(summary_dir):  # runs evaluating one summary distil it once
         cached = _cached_summary(summary_dir, ctx.device, ctx.teacher)
         if cached is not None:

@@ -1,14 +1,27 @@
-"""Where a distillation run and its summary live on disk, from the resolved config alone.
+"""Run identity and the results layout: what a run is called and where it lives, from the
+resolved config alone (as facebookresearch/dora's XP: a run is its config's signature).
 
-Kept apart from ``td3.distill`` so that what only asks "is this run done?" (the sweeper
-before it launches anything, ``td3.run.is_done``, Ray Tune's driver) reads records without
-importing torch and the distillation engine: standard library and ``td3.records`` only.
+- ``distillation(cfg)``, ``training(cfg)``, ``summary(cfg)``: a ``Place``, the signature and
+  directory of a distillation run, of a full-data training run (a teacher, or a Full-Data
+  evaluation) and of a learned summary (shared by every evaluation of it);
+- ``is_done(cfg)``: whether a distillation's record is complete;
+- ``run_once(place, work)``: lock-and-skip, so that a config launched twice runs once.
+
+Kept apart from the engine so that what only asks "is this run done?" (the sweeper before it
+launches anything, Ray Tune's driver, the audit) reads records without importing torch:
+standard library and ``td3.records`` only. The failed record a launcher writes for a job
+that died is ``td3.run.record_failure``.
 """
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from . import records
+
+log = logging.getLogger("td3.layout")
 
 #: What a summary depends on: everything but how it is evaluated afterwards.
 SUMMARY_KEYS = ("method", "seed", "teacher_seed", "max_len", "dataset", "model", "train", "summary", "distill")
@@ -32,3 +45,56 @@ def run_dir_for(cfg: dict, sig: str) -> Path:
 def train_dir_for(cfg: dict, sig: str) -> Path:
     """A full-data training run (a teacher, or a Full-Data evaluation)."""
     return Path(cfg["results_dir"]) / "train" / f"{cfg['dataset']['name']}-{cfg['model']['name']}-{sig}"
+
+
+# --------------------------------------------------------------- places
+@dataclass(frozen=True)
+class Place:
+    """A run's identity and home: the signature of its config and its directory."""
+    signature: str
+    dir: Path
+
+    @property
+    def record(self) -> Path:
+        return self.dir / records.RECORD_NAME
+
+    def is_done(self) -> bool:
+        """Whether its record is complete (read only: no torch, no engine)."""
+        return records.is_complete(self.dir)
+
+
+def distillation(cfg: dict) -> Place:
+    """A distillation run (``python -m td3.distill``, a sweep's grid point)."""
+    sig = records.signature(cfg)
+    return Place(sig, run_dir_for(cfg, sig))
+
+
+def training(cfg: dict) -> Place:
+    """A full-data training run (``python -m td3.train``)."""
+    sig = records.signature(cfg)
+    return Place(sig, train_dir_for(cfg, sig))
+
+
+def summary(cfg: dict) -> Place:
+    """The learned summary of a distillation's config."""
+    path, sig = summary_dir_for(cfg)
+    return Place(sig, path)
+
+
+def is_done(cfg: dict) -> bool:
+    """Whether the distillation of ``cfg`` is complete: a sweep's driver asks it of every grid
+    point in a fraction of a second."""
+    return distillation(cfg).is_done()
+
+
+def run_once(place: Place, work: Callable[[], Path]) -> Path:
+    """``work()`` unless the run is complete; under the run's lock, so that the same config
+    launched twice (two sweeps, a requeued job) runs once: the second waits, then skips.
+    Returns the record's path."""
+    if place.is_done():
+        log.info("complete run found, nothing to do: %s", place.dir)
+        return place.record
+    with records.exclusive(place.dir):
+        if place.is_done():
+            return place.record
+        return work()

@@ -79,7 +79,7 @@ def _grid_complete(sweep_dir: Path, root: Path) -> tuple[bool, str]:
     from omegaconf import OmegaConf
 
     from .grid import expand
-    from .run import run_dir_of
+    from .layout import distillation
     from .config import compose_config
 
     sweep = OmegaConf.to_container(OmegaConf.load(sweep_dir / "multirun.yaml"), resolve=False)
@@ -90,7 +90,7 @@ def _grid_complete(sweep_dir: Path, root: Path) -> tuple[bool, str]:
     for job in jobs:
         cfg = compose_config(job)
         cfg["results_dir"] = str(root)
-        if not records.is_complete(run_dir_of(cfg), verify=False):
+        if not records.is_complete(distillation(cfg).dir, verify=False):
             missing += 1
     return missing == 0, f"{missing} of {len(jobs)} grid points without a complete record"
 

@@ -46,17 +46,6 @@ class RunResult:
         return asdict(self)
 
 
-def run_dir_of(cfg: dict) -> Path:
-    """Where the run of ``cfg`` keeps its record."""
-    return layout.run_dir_for(cfg, records.signature(cfg))
-
-
-def is_done(cfg: dict) -> bool:
-    """Whether the run of ``cfg`` is complete: reads its record only (no torch, no engine),
-    so a sweep's driver can ask it of every grid point in a fraction of a second."""
-    return records.is_complete(run_dir_of(cfg))
-
-
 @contextmanager
 def run_log(run_dir: Path) -> Iterator[None]:
     """Append the process's td3 log lines to ``run_dir/run.log`` while the run lasts."""
@@ -91,7 +80,7 @@ def _failed_record(cfg: dict, sig: str, run_dir: Path, error: str, trace: str | 
 def record_failure(cfg: dict, error: str) -> Path:
     """A ``failed`` record for ``cfg`` written from outside the run (its job was cancelled
     or killed before it could write one); a later launch resumes it like any broken run."""
-    run_dir = run_dir_of(cfg)
+    run_dir = layout.distillation(cfg).dir
     if records.is_complete(run_dir):
         return run_dir
     with records.exclusive(run_dir):
@@ -106,8 +95,8 @@ def run(cfg: dict, report: Callable[[dict], None] | None = None) -> RunResult:
     """Run ``cfg`` (a resolved distill config) to its record; never raises for a failed run."""
     from .distill import distill
 
-    sig = records.signature(cfg)
-    run_dir = run_dir_of(cfg)
+    place = layout.distillation(cfg)
+    sig, run_dir = place.signature, place.dir
     try:
         done = records.is_complete(run_dir)
     except TD3Error as exc:  # a complete record edited since: neither trusted nor overwritten

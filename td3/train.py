@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import records, stop
+from . import layout, records, stop
 from .cli import hydra_command
 from .config import TrainRun, dataset_options, model_options
 from .data import load_dataset, training_windows
@@ -31,7 +31,6 @@ from .device import setup_runtime
 from .errors import ConfigError, TrainingError
 from .evaluate import evaluate
 from .files import atomic_path
-from .layout import train_dir_for
 from .models import build_model
 from .models.popularity import Popularity
 from .optim import Adam
@@ -44,15 +43,8 @@ log = logging.getLogger("td3.train")
 def train(cfg: dict) -> Path:
     """One config -> one record. Returns the record's path."""
     TrainRun.of(cfg).check()
-    sig = records.signature(cfg)
-    run_dir = train_dir_for(cfg, sig)
-    if records.is_complete(run_dir):
-        log.info("complete run found, nothing to do: %s", run_dir)
-        return run_dir / records.RECORD_NAME
-    with records.exclusive(run_dir):  # a concurrent job training the same run: wait for it
-        if records.is_complete(run_dir):
-            return run_dir / records.RECORD_NAME
-        return _train(cfg, sig, run_dir)
+    place = layout.training(cfg)  # a concurrent job training the same run: wait for it, then skip
+    return layout.run_once(place, lambda: _train(cfg, place.signature, place.dir))
 
 
 def _train(cfg: dict, sig: str, run_dir: Path) -> Path:

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TD3_RESULTS_DIR"] = str(Path(args.results).expanduser().resolve())
 
     from .errors import TD3Error
-    from .run import is_done, run_dir_of
+    from .layout import distillation, is_done
 
     try:
         name, jobs = grid_jobs(args.overrides)
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
           f" (each reserving {resources.required_resources})", flush=True)
     if args.dry_run:
         for job, cfg in todo:
-            print(f"  {run_dir_of(cfg).name}  device={cfg['device']} threads={cfg['threads']}  {' '.join(job)}")
+            print(f"  {distillation(cfg).dir.name}  device={cfg['device']} threads={cfg['threads']}  {' '.join(job)}")
         return 0
     if not todo:
         return 0

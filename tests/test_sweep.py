@@ -99,14 +99,14 @@ def test_a_sweep_of_complete_runs_imports_neither_torch_nor_the_engine(tmp_path,
     hashes configs: a relaunched sweep whose points are all complete answers without the
     seconds torch's import costs."""
     from td3 import records
-    from td3.run import run_dir_of
+    from td3.layout import distillation
     from td3.tune import compose_config
 
     env = make_env(tmp_path)
     monkeypatch.setenv("TD3_RESULTS_DIR", env["TD3_RESULTS_DIR"])
     for method in ("random", "td3"):   # td3 distils a summary: the sweeper also asks where it lives
         cfg = compose_config([*SMOKE, "seed=0", f"method={method}"])
-        records.write_json(run_dir_of(cfg) / records.RECORD_NAME, {"status": "complete"})
+        records.write_json(distillation(cfg).record, {"status": "complete"})
     proc = run_cli("td3.sweep", "-m", *SMOKE, "seed=0", "method=random,td3", env={**env, **IMPORT_LOG})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 runs: 2 skipped" in proc.stdout, proc.stdout[-2000:]

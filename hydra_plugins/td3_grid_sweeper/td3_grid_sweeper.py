@@ -4,7 +4,7 @@
   each dataset with its own summary sizes;
 - complete runs are left out before anything is launched: a relaunched sweep submits only
   what is missing or broken (a run is complete when the record under its config's
-  signature says so, ``td3.run.is_done``), and the sweep's ledger lists the skipped ones;
+  signature says so, ``td3.layout.is_done``), and the sweep's ledger lists the skipped ones;
 - with a Submitit launcher, a job that ends without a result (``scancel``, the OOM killer,
   a lost node) does not end the sweep: its run gets a ``failed`` record naming the job and
   its state, and the sweep waits for the rest of the array (hydra-submitit-launcher's own
@@ -14,7 +14,7 @@
   pay a task's start once per group. A run of a lost task that had completed keeps its
   record; the others of the task get ``failed`` ones.
 
-Deciding that a run is complete reads its record only (``td3.run.is_done``,
+Deciding that a run is complete reads its record only (``td3.layout.is_done``,
 ``td3.layout``): the driver never imports torch or the distillation engine.
 
 It must live in the ``hydra_plugins`` namespace: Hydra instantiates sweepers from there only
@@ -86,7 +86,7 @@ class GridSweeper(BasicSweeper):
 
         todo = jobs
         if self.skip_complete:
-            from td3.run import is_done, run_dir_of
+            from td3.layout import distillation, is_done
 
             todo, shared = [], []
             for number, overrides in enumerate(jobs):
@@ -96,7 +96,7 @@ class GridSweeper(BasicSweeper):
                 except Exception:  # let the job itself report what is wrong with its config
                     resolved, done = None, False
                 if done:
-                    write_ledger_entry(sweep_dir, overrides, status="skipped", run_dir=str(run_dir_of(resolved)))
+                    write_ledger_entry(sweep_dir, overrides, status="skipped", run_dir=str(distillation(resolved).dir))
                 else:
                     todo.append((number, overrides))
                     shared.append(_shared_work(resolved))
