@@ -1,8 +1,10 @@
 """Helpers shared by the tests that drive the real command line."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -15,6 +17,25 @@ def run_cli(module: str, *args: str, env: dict, check: bool = False, timeout: in
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+def kill_when(proc: subprocess.Popen, reached, timeout: float) -> None:
+    """SIGKILL ``proc`` once ``reached()`` is true, polling (a checkpoint being replaced right
+    now raises in ``reached``: retried); fails if the run ended before it could be killed."""
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if reached():
+                    break
+            except Exception:  # being replaced right now
+                pass
+            time.sleep(0.02)
+        assert proc.poll() is None, "run finished before it could be killed"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.communicate()
 
 
 def files_under(path: Path) -> list[Path]:

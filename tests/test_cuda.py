@@ -32,10 +32,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -44,7 +42,7 @@ import torch
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cli_helpers import REPO, run_cli
+from cli_helpers import REPO, kill_when, run_cli
 from test_distill import KILL, history_of, make_env, record_of
 
 pytestmark = pytest.mark.cuda
@@ -89,22 +87,6 @@ class DeviceCrossings(TorchDispatchMode):
                 if any(dev == "cpu" and dtype.is_floating_point and math.prod(shape) > 1 for dev, dtype, shape in c[1])]
 
 
-
-def kill_when(proc, reached, timeout: float) -> None:
-    """SIGKILL ``proc`` once ``reached()`` is true (a checkpoint may be mid-replace: retried)."""
-    deadline = time.time() + timeout
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if reached():
-                    break
-            except Exception:  # being replaced right now
-                pass
-            time.sleep(0.02)
-        assert proc.poll() is None, "run finished before it could be killed"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
 
 def off_gpu(tree, path: str = "") -> list[str]:
     """Where in a nested dict / list / module state the tensors are that are not on the GPU.

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import IMPORT_LOG, assert_no_compiler_import, assert_one_clear_error, files_under, run_cli
+from cli_helpers import IMPORT_LOG, assert_no_compiler_import, assert_one_clear_error, files_under, kill_when, run_cli
 import torch
 
 from td3.errors import TrainingError
@@ -392,22 +392,7 @@ def test_killed_run_resumes_bitwise(tmp_path, dataset):
     proc = subprocess.Popen([sys.executable, "-m", "td3.distill", *KILL], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     state_path = summary_dir / "state.pt"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if state_path.exists():
-                try:
-                    step = torch.load(state_path, weights_only=False)["state"]["step"]
-                except Exception:  # being replaced right now
-                    step = 0
-                if step >= 4:
-                    proc.send_signal(signal.SIGKILL)
-                    break
-            time.sleep(0.02)
-    finally:
-        if proc.poll() is None and time.time() >= deadline:  # do not leave it running
-            proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+    kill_when(proc, lambda: torch.load(state_path, weights_only=False)["state"]["step"] >= 4, timeout=240)
     assert proc.returncode == -signal.SIGKILL, "run finished before it could be killed"
     killed_at = torch.load(state_path, weights_only=False)["state"]["step"]
     assert 4 <= killed_at < a["distill"]["outer_steps"]
