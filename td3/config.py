@@ -38,7 +38,7 @@ def _build(cls, values: Mapping[str, Any], where: str, **parts):
     """``cls`` from a config group: every key known, every field without a default present."""
     if not isinstance(values, Mapping):
         raise ConfigError(f"{where}: expected a group of settings, got {values!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls)} - {"raw"}  # raw: the dict itself, not a setting
     unknown = sorted(set(values) - names - set(parts))
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
@@ -225,9 +225,9 @@ class Evaluation:
 
 
 # ------------------------------------------------------------------ runs
-@dataclass(frozen=True)
-class TrainRun:
-    """A full-data training run (``python -m td3.train``): the teacher and the init pool."""
+@dataclass(frozen=True, kw_only=True)
+class _Run:
+    """What every run has: a learner trained on a dataset, somewhere, by some process."""
     seed: int
     max_len: int
     results_dir: str
@@ -241,14 +241,26 @@ class TrainRun:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def of(cls, cfg: Mapping[str, Any]) -> "TrainRun":
-        if isinstance(cfg, TrainRun):
+    def of(cls, cfg: Mapping[str, Any]):
+        """The typed parts of a resolved config dict (a typed config is returned as it is)."""
+        if isinstance(cfg, cls):
             return cfg
+        if not isinstance(cfg, Mapping):
+            raise ConfigError(f"a run's config must be a mapping of settings, got {type(cfg).__name__}")
         settings = {k: v for k, v in cfg.items() if k not in _NOT_SETTINGS}
-        return _build(cls, settings, "config", dataset=Named.of(cfg.get("dataset"), "dataset"),
-                      model=Named.of(cfg.get("model"), "model"),
-                      train=_build(Training, cfg.get("train", {}), "train"),
-                      eval=_build(Ranking, cfg.get("eval", {}), "eval"), raw=dict(cfg))
+        return _build(cls, settings, "config", **cls._parts(cfg), raw=dict(cfg))
+
+    @classmethod
+    def _parts(cls, cfg: Mapping[str, Any]) -> dict:
+        """The config groups, each read into its typed part."""
+        return dict(dataset=Named.of(cfg.get("dataset"), "dataset"), model=Named.of(cfg.get("model"), "model"),
+                    train=_build(Training, cfg.get("train", {}), "train"),
+                    eval=_build(Ranking, cfg.get("eval", {}), "eval"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainRun(_Run):
+    """A full-data training run (``python -m td3.train``): the teacher and the init pool."""
 
     def problems(self) -> list[str]:
         from .evaluate import PROTOCOLS, protocol_problems  # the protocols' definitions
@@ -279,41 +291,21 @@ class TrainRun:
         return self
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """One distillation run (``python -m td3.distill``): a method at one seed on one dataset."""
+@dataclass(frozen=True, kw_only=True)
+class RunConfig(_Run):
+    """One distillation run (``python -m td3.distill``): a method at one seed on one dataset.
+    ``seed`` is the distillation's (summary init, batches, M, pool draws)."""
     method: str
-    seed: int                        # distillation seed (summary init, batches, M, pool draws)
     teacher_seed: int                # seed of the full-data run giving the teacher and init pool
-    max_len: int
-    results_dir: str
-    dataset: Named
-    model: Named
-    train: Training
-    eval: Ranking
     summary: SummaryShape
     distill: Distill
     evaluation: Evaluation
-    device: str | None = None
-    threads: int | None = None
-    progress: bool = True
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def of(cls, cfg: Mapping[str, Any]) -> "RunConfig":
-        """The typed parts of a resolved config dict (a ``RunConfig`` is returned as it is)."""
-        if isinstance(cfg, RunConfig):
-            return cfg
-        if not isinstance(cfg, Mapping):
-            raise ConfigError(f"a run's config must be a mapping of settings, got {type(cfg).__name__}")
-        settings = {k: v for k, v in cfg.items() if k not in _NOT_SETTINGS}
-        return _build(cls, settings, "config", dataset=Named.of(cfg.get("dataset"), "dataset"),
-                      model=Named.of(cfg.get("model"), "model"),
-                      train=_build(Training, cfg.get("train", {}), "train"),
-                      eval=_build(Ranking, cfg.get("eval", {}), "eval"),
-                      summary=_build(SummaryShape, cfg.get("summary", {}), "summary"),
-                      distill=Distill.of(cfg.get("distill", {})),
-                      evaluation=_build(Evaluation, cfg.get("evaluation", {}), "evaluation"), raw=dict(cfg))
+    def _parts(cls, cfg: Mapping[str, Any]) -> dict:
+        return dict(super()._parts(cfg), summary=_build(SummaryShape, cfg.get("summary", {}), "summary"),
+                    distill=Distill.of(cfg.get("distill", {})),
+                    evaluation=_build(Evaluation, cfg.get("evaluation", {}), "evaluation"))
 
     # ---------------------------------------------------------- derived
     @property
