@@ -111,8 +111,8 @@ def test_a_sweep_of_complete_runs_imports_neither_torch_nor_the_engine(tmp_path,
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 runs: 2 skipped" in proc.stdout, proc.stdout[-2000:]
     imported = imported_modules(proc)
-    assert "hydra" in imported and "td3.run" in imported, "no import log in stderr"
-    assert not {m for m in imported if m.split(".")[0] == "torch" or m in ("td3.distill", "td3.train")}, \
+    assert "hydra" in imported and "td3.layout" in imported, "no import log in stderr"
+    assert not {m for m in imported if m.split(".")[0] == "torch" or m in ("td3.distill", "td3.engine", "td3.train")}, \
         sorted(m for m in imported if m.startswith(("torch", "td3.")))[:10]
 
 
