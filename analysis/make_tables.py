@@ -502,11 +502,16 @@ def table5(values: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     for dataset, d in ok.groupby("dataset"):
         full = d[d["method"] == "full"]
         full_train = train[train["run_dir"].isin(full["run_dir"]) & (train["model"] == "sasrec")]["train_seconds"]
-        for size, g in d[(d["method"] == "td3") & (d["distill_cached"] == False)].groupby("size"):  # noqa: E712
-            summ_train = train[train["run_dir"].isin(d[(d["method"] == "td3") & (d["size"] == size)]["run_dir"])
-                               & (train["model"] == "sasrec")]["train_seconds"]
+        td3 = d[d["method"] == "td3"]
+        variant = td3["variant"] if "variant" in td3 else pd.Series("", index=td3.index)
+        made = td3[td3["distill_cached"] == False]  # noqa: E712 - the runs that distilled
+        # one row per size and variant (ranks, FSA/ALT off cost differently), smallest size first
+        groups = made.groupby([made["size"], variant.loc[made.index].rename("variant")])
+        for (size, label), g in sorted(groups, key=lambda kv: (kv[1]["interactions"].iloc[0], kv[0][1])):
+            same = td3[(td3["size"] == size) & (variant == label)]
+            summ_train = train[train["run_dir"].isin(same["run_dir"]) & (train["model"] == "sasrec")]["train_seconds"]
             rows.append({
-                "dataset": dataset, "size": size, "runs": len(g),
+                "dataset": dataset, "size": size + (f" ({label})" if label else ""), "runs": len(g),
                 "distill_seconds": g["distill_seconds"].mean(), "distill_seconds_std": g["distill_seconds"].std(),
                 "seconds_per_outer_step": g["seconds_per_outer_step"].mean(),
                 "distill_peak_mb": g["peak_memory_mb"].mean(),
@@ -570,6 +575,7 @@ def figure4(sv: pd.DataFrame, ranking: str, protocol: str, path: Path, metric: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     of_metric = sv[sv["metric"] == metric]
     d = of_metric[of_metric["method"].isin(FIGURE_METHODS) & (of_metric["variant"] == "")
@@ -597,6 +603,13 @@ def figure4(sv: pd.DataFrame, ranking: str, protocol: str, path: Path, metric: s
             shown.add("full")
             ax.axhline(100 * full.groupby("seed")["value"].mean().mean(), color=METHOD_COLORS["full"], ls="--")
         ax.set_xscale("log")
+        # ticks at the sizes run, labelled in full: log-scale minor labels collide
+        sizes = sorted({int(x) for (ds, _), g in by_dataset_method.items() if ds == dataset
+                        for x in g["interactions"].unique()})
+        ax.xaxis.set_major_locator(FixedLocator(sizes))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.tick_params(axis="x", labelsize=8, labelrotation=30)
         ax.set_title(DATASET_TITLES.get(dataset, dataset), fontsize=10)
         ax.set_xlabel("summary size (μ·ζ interactions)")
         ax.set_ylabel(f"{metric} (%)")

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import records
-from .files import file_sha256
 
 
 @dataclass
@@ -108,10 +107,13 @@ class Audit:
             if records.seal_of(record) != record["seal"]:
                 c.failures.append(f"{run_dir}: record.json was edited after it was written (seal mismatch)")
             for name, digest in (record.get("files") or {}).items():
-                path = run_dir / name
-                if not path.is_file():
+                try:
+                    actual = records.sealed_sha256(run_dir, name)
+                except Exception as exc:  # noqa: BLE001 - a damaged packed file is the finding
+                    actual = f"unreadable ({exc})"
+                if actual is None:
                     c.failures.append(f"{run_dir}: {name} is missing")
-                elif file_sha256(path) != digest:
+                elif actual != digest:
                     c.failures.append(f"{run_dir}: {name} changed after the record was written")
 
     def check_signatures(self) -> None:
@@ -143,15 +145,13 @@ class Audit:
                 d.failures.append(f"signature {sig} in {len(dirs)} directories: {', '.join(map(str, dirs))}")
 
     def check_metrics(self) -> None:
-        import pandas as pd
-
         c = self.check("metrics")
         for run_dir, record in self.runs.items():
             if record.get("status") != "complete" or not record.get("per_user"):
                 continue
             c.checked += 1
             try:
-                frame = pd.read_parquet(run_dir / record["per_user"])
+                frame = records.read_per_user(run_dir, record["per_user"])
             except Exception as exc:  # noqa: BLE001 - any unreadable file is the finding
                 c.failures.append(f"{run_dir}: per-user metrics unreadable ({exc})")
                 continue

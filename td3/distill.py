@@ -224,7 +224,7 @@ def full_data(ctx: Context) -> Trainer:
         path = train_full({**run.teacher(), "seed": seed, "model": run.learner(name)})
         full = json.loads(path.read_text())
         return Trained(metrics=full["metrics"], seconds=full["timings"]["total"], best_epoch=full["best_epoch"],
-                       curve=None, per_user=pd.read_parquet(path.parent / full["per_user"]),
+                       curve=None, per_user=records.read_per_user(path.parent, full["per_user"]),
                        train_run=str(path.parent))
     return train
 

@@ -8,7 +8,10 @@ results root, so that ``analysis/make_tables.py --results DST`` and
 
 - ``distill/<run>/`` and ``train/<run>/`` of every *complete* run: ``record.json`` and its
   sealed files (``config.json``, ``per_user.parquet``, ``summary.pt``, ``summary.inter``) and
-  ``run.log``; never ``best.pt``, ``pool/``, ``last.pt`` or ``state.pt``;
+  ``run.log``; never ``best.pt``, ``pool/``, ``last.pt`` or ``state.pt``. The per-user
+  metrics and the hard sequences are stored xz-compressed (``per_user.parquet.xz``,
+  ``summary.inter.xz``: ``records.PACKED_FILES``), holding the very bytes their seal names;
+  ``records.read_per_user`` and the audit read them as they are;
 - ``summaries/<summary>/distill.json`` (the optimisation's history) of the summaries those
   runs used;
 - ``sweeps/<name>/<time>/``'s ``multirun.yaml``, ledger and ``summary.json``, only for sweeps
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import json
+import lzma
 import shutil
 import sys
 from pathlib import Path
@@ -39,8 +43,9 @@ from .files import atomic_path, file_sha256
 RUN_FILES = (records.RECORD_NAME, *records.SEALED_FILES, "run.log")
 SUMMARY_FILES = ("distill.json",)
 SWEEP_FILES = ("multirun.yaml", "summary.json")
-#: Files that several run directories hold identical copies of: published once, linked after.
-SHARED_FILES = ("summary.pt", "summary.inter")
+#: Files (as stored) that several run directories hold identical copies of: published once,
+#: linked after.
+SHARED_FILES = ("summary.pt", "summary.inter" + records.PACKED_SUFFIX)
 
 
 def _copy(src: Path, dst: Path) -> bool:
@@ -50,6 +55,22 @@ def _copy(src: Path, dst: Path) -> bool:
         return False
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
+    return True
+
+
+def _pack(src: Path, dst: Path) -> bool:
+    """Store ``src`` xz-compressed as ``dst`` unless ``dst`` already holds its bytes. The
+    default preset: its output depends on the bytes alone, so identical files pack to
+    identical files (which ``_link_duplicates`` relies on)."""
+    data = src.read_bytes()
+    if dst.is_file():
+        try:
+            if lzma.decompress(dst.read_bytes()) == data:
+                return False
+        except lzma.LZMAError:
+            pass  # damaged: written again
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(lzma.compress(data))
     return True
 
 
@@ -122,7 +143,12 @@ def publish(src: Path, dst: Path) -> dict:
             counts["runs"] += 1
             # the record last: a copy interrupted midway leaves no record over missing files
             for name in sorted(RUN_FILES, key=lambda n: n == records.RECORD_NAME):
-                if (run_dir / name).is_file():
+                if not (run_dir / name).is_file():
+                    continue
+                if name in records.PACKED_FILES:
+                    counts["files"] += _pack(run_dir / name, target / (name + records.PACKED_SUFFIX))
+                    (target / name).unlink(missing_ok=True)  # published unpacked before packing existed
+                else:
                     counts["files"] += _copy(run_dir / name, target / name)
             summary_dir = (record.get("summary") or {}).get("dir")
             if summary_dir:

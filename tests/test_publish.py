@@ -41,8 +41,9 @@ def test_publish_copies_the_small_complete_part_and_audits_clean(sweep, tmp_path
     proc = publish(src, dst, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = {p.name for p in files_under(dst)}
-    assert {"record.json", "per_user.parquet", "summary.pt", "summary.inter", "config.json", "distill.json",
+    assert {"record.json", "per_user.parquet.xz", "summary.pt", "summary.inter.xz", "config.json", "distill.json",
             "multirun.yaml"} <= names
+    assert not names & {"per_user.parquet", "summary.inter"}  # stored packed: the same bytes, xz-compressed
     assert not names & {"best.pt", "last.pt", "state.pt"} and not list(dst.rglob("pool"))
     assert not list(dst.rglob(".submitit"))
     # complete runs only: the smoke sweep's 4, the paper-protocol run, its teacher, the random run of
@@ -57,7 +58,7 @@ def test_publish_copies_the_small_complete_part_and_audits_clean(sweep, tmp_path
     assert "1 complete sweeps (1 still running)" in proc.stdout
     # the two protocols' runs of one summary hold one file: the second links to the first
     links = [p for p in dst.glob("distill/*/summary.*") if p.is_symlink()]
-    assert sorted(p.name for p in links) == ["summary.inter", "summary.pt"] and all(p.read_bytes() == (p.parent / p.readlink()).read_bytes() for p in links)
+    assert sorted(p.name for p in links) == ["summary.inter.xz", "summary.pt"] and all(p.read_bytes() == (p.parent / p.readlink()).read_bytes() for p in links)
     assert all(str(p.readlink()).startswith("../") for p in links)
     audit = run_cli("td3.audit", str(dst), env=env, timeout=600)
     assert audit.returncode == 0 and "verdict: PASS" in audit.stdout, audit.stdout[-3000:]
@@ -78,3 +79,32 @@ def test_a_published_record_is_not_replaced(sweep, tmp_path):
     proc = publish(src, dst, env)
     assert proc.returncode == 2 and "already holds another record" in proc.stderr
     assert json.loads(target.read_text())["seal"] == "0" * 64
+
+
+@pytest.mark.slow
+def test_packed_files_hold_the_sealed_bytes_and_an_edit_is_caught(sweep, tmp_path):
+    import lzma
+
+    import pandas as pd
+
+    from td3 import records
+
+    src, env = sweep
+    dst = tmp_path / "paper"
+    assert publish(src, dst, env).returncode == 0
+    run = next(dst.glob("distill/*td3*/record.json")).parent
+    source = src / "distill" / run.name
+    # the packed file unpacks to the run's own bytes, and reads as its metrics
+    assert records.read_sealed(run, "per_user.parquet") == (source / "per_user.parquet").read_bytes()
+    frame = records.read_per_user(run)
+    pd.testing.assert_frame_equal(frame, pd.read_parquet(source / "per_user.parquet"))
+    assert records.seal_problem(run, records.read_record(run)) == ""
+    # one value changed, packed again: the seal names it, and the audit fails
+    frame.loc[0, "value"] = 1.0 - frame.loc[0, "value"]
+    frame.to_parquet(tmp_path / "edited.parquet", index=False)
+    (run / "per_user.parquet.xz").write_bytes(lzma.compress((tmp_path / "edited.parquet").read_bytes()))
+    assert records.seal_problem(run, records.read_record(run)) == \
+        "per_user.parquet was changed after the record was written"
+    audit = run_cli("td3.audit", str(dst), env=env, timeout=600)
+    assert audit.returncode == 1 and "per_user.parquet changed after the record was written" in audit.stdout, \
+        audit.stdout[-3000:]

@@ -33,3 +33,20 @@ def test_published_tables_regenerate_byte_identically(tmp_path):
 def test_published_results_pass_the_audit():
     proc = run_cli("td3.audit", str(RESULTS), env=None, timeout=900)
     assert proc.returncode == 0 and "verdict: PASS" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_published_results_are_small_and_whole():
+    """Under the 50 MB a repository can carry (links counted once), every cell of 3 seeds,
+    and Table 5 in size order with each variant on its own row."""
+    stored = sum(p.stat().st_size for p in RESULTS.rglob("*") if p.is_file() and not p.is_symlink())
+    assert stored < 50 * 2**20, f"{stored / 2**20:.1f} MB"
+    assert not list(RESULTS.rglob("per_user.parquet")), "per-user metrics are published packed"
+    tables = (TABLES / "tables.md").read_text()
+    assert "None: every run of every recorded sweep is complete." in tables
+    assert "(n=" not in tables  # no cell with fewer than 3 seeds (or fewer than the others)
+    rows = [line.split(" | ")[:2] for line in (TABLES / "table5.md").read_text().splitlines()
+            if line.startswith("| ml-1m-slice")]
+    assert [size for _, size in rows] == ["50x50", "100x50", "200x50", "200x100"]
+    ml100k = [line.split(" | ")[1] for line in (TABLES / "table5.md").read_text().splitlines()
+              if line.startswith("| ml-100k")]
+    assert ml100k[:2] == ["30x50", "50x50"] and "50x50 (d1=16 d2=16)" in ml100k and ml100k[-1] == "25x150"
