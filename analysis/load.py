@@ -30,7 +30,7 @@ METHOD_LABELS = {"td3": "TD3", "farzi": "Farzi", "naive": "Naive", "random": "Ra
                  "full": "Full-Data"}
 #: Settings that make two runs of one method, dataset and size different experiments.
 VARIANT_KEYS = ("d1", "d2", "fsa", "alt", "outer_lr", "inner_lr", "embedding", "init_from", "outer_epochs",
-                "steps", "window", "eval_epochs", "teacher_seed")
+                "steps", "window", "eval_epochs", "teacher_seed", "learners")
 
 
 def _get(d: dict, *path, default=None):
@@ -78,6 +78,8 @@ def _parse(path: str, splits: tuple[str, ...] | None = None) -> tuple[dict, list
         "eval_epochs": ev.get("epochs") if method not in ("full",) else None,
         "train_epochs": _get(cfg, "train", "epochs") if method in SUMMARY_METHODS or method == "full" else None,
         "teacher_seed": cfg.get("teacher_seed") if method in SUMMARY_METHODS else None,
+        # several inner learners (distill.learners): their names, '' for the run's model alone
+        "learners": "+".join(d.get("learners") or []) if method in SUMMARY_METHODS else None,
         "distill_seconds": _get(rec, "distill", "seconds"),
         "distill_cached": _get(rec, "distill", "cached"),
         "seconds_per_outer_step": _get(rec, "distill", "seconds_per_outer_step"),
@@ -103,7 +105,7 @@ def _parse(path: str, splits: tuple[str, ...] | None = None) -> tuple[dict, list
 RUN_COLUMNS = ("run_dir", "signature", "status", "error", "method", "dataset", "mu", "zeta", "size",
                "interactions", "seed", "summary_protocol", "models", "sweep", "git", "d1", "d2", "fsa", "alt",
                "outer_lr", "inner_lr", "embedding", "init_from", "outer_epochs", "steps", "window", "eval_epochs",
-               "train_epochs", "teacher_seed", "distill_seconds", "distill_cached", "seconds_per_outer_step",
+               "train_epochs", "teacher_seed", "learners", "distill_seconds", "distill_cached", "seconds_per_outer_step",
                "peak_memory_mb", "total_seconds")
 
 

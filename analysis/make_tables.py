@@ -456,16 +456,25 @@ def table4(values: pd.DataFrame, runs: pd.DataFrame, ranking: str, protocol: str
             if td3.empty:
                 continue
             group = f"{dataset} {MODEL_LABELS[model]}"
-            full_row, td3_rows = RowValues(full, [], cols), RowValues(td3, ["size"], cols)
+            # one row per size and per set of distilling learners (the run's model alone: no label)
+            td3 = td3.assign(learners=td3["variant"].str.extract(r"(learners=\S+)", expand=False).fillna(""))
+            full_row, td3_rows = RowValues(full, [], cols), RowValues(td3, ["size", "learners"], cols)
+            keys = sorted(td3.groupby(["size", "learners"]).groups, key=lambda k: (k[0], k[1]))
             for size in sorted(td3["size"].unique()):
                 ref = None
                 if not full.empty:
                     ref = t.add(group, "full data", "full", full_row.cells(), budget=full_row.budget(),
                                 paper=paper.cells("table4", dataset, "full", "Full-Data", MODEL_LABELS[model])
                                 if use_paper else None, extra={"model": model})
-                t.add(group, f"TD3 {size}", "td3", td3_rows.cells((size,)), budget=td3_rows.budget((size,)),
-                      reference=ref, extra={"model": model, "size": size},
-                      paper=paper.cells("table4", dataset, size, "TD3", MODEL_LABELS[model]) if use_paper else None)
+                for _, learners in (k for k in keys if k[0] == size):
+                    label = f"TD3 {size}" + (f" ({learners})" if learners else "")
+                    t.add(group, label, "td3", td3_rows.cells((size, learners)),
+                          budget=td3_rows.budget((size, learners)), reference=ref,
+                          extra={"model": model, "size": size, **({"variant": learners} if learners else {})},
+                          paper=paper.cells("table4", dataset, size, "TD3", MODEL_LABELS[model])
+                          if use_paper and not learners else None)
+    if any((row.get("extra") or {}).get("variant") for row in t.rows):
+        t.title = t.title[:-1] + "; learners=...: a summary distilled through several learners)"
     if use_paper:
         for model in MODEL_LABELS.values():
             not_run_rows(t, paper, absent, model=model)

@@ -201,6 +201,7 @@ class Distill:
     outer: Outer
     init_from: str = "pool"          # pool | scratch
     sampled_items: int = 0           # 0: every item (td3.candidates)
+    learners: tuple[str, ...] = ()   # the inner learners drawn from, one per outer step; (): the model alone
 
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> "Distill":
@@ -321,6 +322,13 @@ class RunConfig(_Run):
                 "results_dir": c["results_dir"], "device": c.get("device"), "threads": c.get("threads"),
                 "progress": c.get("progress", True)}
 
+    @property
+    def inner_learners(self) -> tuple[str, ...]:
+        """The architectures the outer steps train in their inner loops, the run's model first
+        (its teacher's item table is the Tucker summary's V and its learner validates)."""
+        rest = tuple(n for n in self.distill.learners if n != self.model.name)
+        return (self.model.name, *rest)
+
     def learner(self, name: str) -> dict:
         """Options of an evaluation learner: the distillation learner's own, or conf/model/<name>.yaml."""
         if name == self.model.name:
@@ -399,14 +407,27 @@ class RunConfig(_Run):
                 p.append(f"distill.{key}={getattr(d, key)} must be >= 1")
         p += settings_problems(d.validate_epochs, d.validate_batch_size, d.validate_lr, d.validate_weight_decay,
                                prefix="distill.validate_")
+        learners = list(d.learners)
+        if learners:
+            unknown = [n for n in learners if n != self.model.name and not (MODEL_CONF_DIR / f"{n}.yaml").is_file()]
+            if unknown:
+                known = sorted(path.stem for path in MODEL_CONF_DIR.glob("*.yaml"))
+                p.append(f"distill.learners={learners}: unknown {', '.join(map(repr, unknown))} "
+                         f"(known: {', '.join(known)})")
+            if self.model.name not in learners:
+                p.append(f"distill.learners={learners} must include the run's model {self.model.name!r}: its "
+                         f"teacher's item table is the summary's V")
+            if len(set(learners)) != len(learners):
+                p.append(f"distill.learners={learners} names a learner twice")
         sampled = d.sampled_items
         if isinstance(sampled, bool) or not isinstance(sampled, int) or sampled < 0:
             p.append(f"distill.sampled_items={sampled!r} must be an integer >= 0 (0: every item)")
         elif sampled:
             from .models import MODELS
-            if not getattr(MODELS.get(self.model.name), "causal", True):
-                p.append(f"distill.sampled_items={sampled} needs a causal learner: {self.model.name} "
-                         f"is trained on the summary by a cloze loss over every item")
+            for name in self.inner_learners:
+                if not getattr(MODELS.get(name), "causal", True):
+                    p.append(f"distill.sampled_items={sampled} needs a causal learner: {name} "
+                             f"is trained on the summary by a cloze loss over every item")
         if self.max_len != s.zeta:
             p.append(f"max_len={self.max_len} must equal summary.zeta={s.zeta} (the learner reads ζ-1 items)")
         return p + inner.problems()

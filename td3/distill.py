@@ -171,8 +171,14 @@ def learned_summary(ctx: Context) -> Trainer:
             summary, info = cached
             info = {**info, "cached": True}
         else:
+            with ctx.timer("teacher"):  # several inner learners: a teacher (and pool) of each architecture
+                teachers = {name: Teacher(run, ctx.device, ctx.data.num_items, model=run.learner(name))
+                            for name in run.inner_learners[1:]}
             with ctx.timer("distill"):
-                summary, info = learn_summary(run, ctx.data, ctx.teacher, summary_dir, ctx.device, ctx.report)
+                summary, info = learn_summary(run, ctx.data, ctx.teacher, summary_dir, ctx.device, ctx.report,
+                                              teachers=teachers)
+            if teachers:  # in distill.json, so that every run evaluating the summary says it
+                info["other_teachers"] = {name: t.describe() for name, t in teachers.items()}
             # info["seconds"]: the outer loop's time over every attempt (checkpointed), not
             # this process's alone; up to checkpoint_every steps lost to a kill are not in it
             summary.save(summary_dir / "summary.pt")

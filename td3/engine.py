@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from .inner import EMBEDDING, InnerLoop
 from .models import build_model
 from .models.linear_ce import linear_cross_entropy
 from .optim import Adam, CosineSchedule
-from .seeds import candidates_seed, epoch_order_seed, fresh_init_seed, step_seed
+from .seeds import candidates_seed, derive, epoch_order_seed, fresh_init_seed, learner_draw, step_seed
 
 log = logging.getLogger("td3.engine")
 
@@ -44,16 +45,59 @@ class _OuterObjective(nn.Module):
         self.model = model
 
     def forward(self, x, y, teacher_features, candidates=None):
-        h = self.model(x)  # (B, L, d)
-        keep = y != 0
-        hk = h[keep]  # (n, d): features at the positions that carry a target
+        keep = outer_targets(self.model, x, y)  # which examples carry a loss
+        if getattr(self.model, "causal", True):
+            hk, targets = self.model(x)[keep], y[keep]  # (n, d), (n,): every position with a target
+        else:  # the item after each window, from a [MASK] placed there (td3.models.bert4rec)
+            hk = self.model.next_features(x, window_lengths(x))[keep]
+            targets = y[torch.arange(len(y), device=y.device), window_lengths(x) - 1][keep]
         if candidates is None:  # first order: the outer loss is differentiated once
-            ce = self.model.cross_entropy(hk, y[keep])
+            ce = self.model.cross_entropy(hk, targets)
         else:  # over the step's sampled items, with their correction (td3.candidates)
             table = self.model.item_embedding.weight[1:][candidates.items]
-            ce = linear_cross_entropy(hk, table, candidates.local(y[keep]), bias=candidates.log_weight)
-        fsa = 0.5 * (teacher_features - hk).pow(2).sum(-1).mean()
+            ce = linear_cross_entropy(hk, table, candidates.local(targets), bias=candidates.log_weight)
+        fsa = 0.5 * (teacher_features[keep] - hk).pow(2).sum(-1).mean()
         return ce, fsa
+
+
+def window_lengths(x: torch.Tensor) -> torch.Tensor:
+    """(B,) real items of each window (windows are left-aligned, padded with 0 after)."""
+    return (x != 0).sum(1).clamp(min=1)
+
+
+def outer_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Which examples of real windows (x, y) carry the outer loss: for a causal learner every
+    position with a target, (B, L); for a bidirectional one, which reads x[t+1] = y[t] at t,
+    only the item after each window, (B,)."""
+    if getattr(model, "causal", True):
+        return y != 0
+    return y[torch.arange(len(y), device=y.device), window_lengths(x) - 1] != 0
+
+
+@torch.no_grad()
+def teacher_features(model: nn.Module, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """The teacher's features of every real window, as the objective compares them: (N, L, d)
+    for a causal teacher, (N, d) (after each window) for a bidirectional one."""
+    causal = getattr(model, "causal", True)
+    parts = [model(x[i:i + chunk]) if causal else model.next_features(x[i:i + chunk], window_lengths(x[i:i + chunk]))
+             for i in range(0, len(x), chunk)]
+    return torch.cat(parts)
+
+
+class _Learner:
+    """One inner learner of the outer steps: its module, inner loop and outer objective, its
+    teacher (init pool, features, frozen item table) and where it stands."""
+
+    def __init__(self, name: str, index: int, teacher, build: Callable[[], nn.Module], x: torch.Tensor,
+                 inner_cfg, frozen: bool, device: torch.device):
+        self.name, self.index, self.teacher, self.build = name, index, teacher, build
+        self.module = build().to(device)
+        self.inner = InnerLoop(self.module, inner_cfg)
+        self.objective = _OuterObjective(self.module)
+        self.frozen_E = teacher.item_embedding if frozen else None
+        self.t_feats = teacher_features(teacher.model, x)  # once: the teacher is frozen
+        self.pool_index: int | None = None
+        self.fresh: dict[int, dict] = {}
 
 
 @functools.lru_cache(maxsize=1)  # the same epoch's order serves all its outer steps
@@ -69,7 +113,8 @@ class BilevelEngine:
     ``teacher`` needs ``model`` (eval mode), ``pool`` (state dicts) and ``item_embedding``.
     """
 
-    def __init__(self, run: RunConfig | dict, data, teacher, device: torch.device):
+    def __init__(self, run: RunConfig | dict, data, teacher, device: torch.device, teachers: dict | None = None):
+        """teachers: the teacher of each other inner learner (``run.inner_learners``) by name."""
         from .summary import build_summary
 
         run = RunConfig.of(run)
@@ -80,10 +125,6 @@ class BilevelEngine:
                                      item_factor=teacher.item_embedding[1:], d1=s.d1, d2=s.d2,
                                      latent_dim=s.latent_dim,
                                      generator=torch.Generator().manual_seed(self.seed)).to(device)
-        self.learner = self._build_learner(data.num_items).to(device)
-        self.inner = InnerLoop(self.learner, d.inner)
-        self.objective = _OuterObjective(self.learner)
-        self.frozen_E = teacher.item_embedding if d.inner.frozen_embedding else None
 
         # Real data: windows of ζ items, every position a next-item example.
         x, y = training_windows(data.train, run.max_len)
@@ -92,32 +133,58 @@ class BilevelEngine:
         self.windows_per_batch = max(1, round(self.outer.batch_size / self.targets_per_window))
         self.batches_per_epoch = math.ceil(len(self.x) / self.windows_per_batch)
         self.total_steps = self.outer.epochs * self.batches_per_epoch
-        with torch.no_grad():  # the teacher's features at every position, once
-            self.t_feats = torch.cat([teacher.model(self.x[i:i + 512]) for i in range(0, len(self.x), 512)])
+
+        teachers = {run.model.name: teacher, **(teachers or {})}
+        missing = [n for n in run.inner_learners if n not in teachers]
+        if missing:
+            raise TrainingError(f"no teacher for the inner learner(s) {', '.join(missing)}")
+        self.learners = [
+            _Learner(name, i, teachers[name], functools.partial(
+                build_model, name, data.num_items, max_len=run.max_len, **model_options(run.learner(name))),
+                self.x, d.inner, d.inner.frozen_embedding, device)
+            for i, name in enumerate(run.inner_learners)]
+        self.learner = self.learners[0].module  # the run's model: validation, candidates' catalogue
 
         self.opt = Adam(self.summary.parameters(), lr=self.outer.lr, weight_decay=self.outer.weight_decay)
         self.sched = CosineSchedule(self.opt, self.total_steps)
-        self._pool_index = None
-        self._fresh: dict[int, dict] = {}
 
-    def _build_learner(self, num_items: int) -> nn.Module:
-        return build_model(self.run.model.name, num_items, max_len=self.run.max_len, **model_options(self.run.model))
+    def learner_at(self, step: int) -> _Learner:
+        """The inner learner of outer step ``step``: drawn uniformly, seeded from (seed, step)
+        on a stream of its own (one learner: no draw, so every other draw is as it was)."""
+        if len(self.learners) == 1:
+            return self.learners[0]
+        return self.learners[learner_draw(self.seed, step) % len(self.learners)]
+
+    def resume(self, history: list[dict], done: int) -> None:
+        """Where each learner stands after ``done`` outer steps (its per-epoch init)."""
+        if len(self.learners) == 1:
+            self.learners[0].pool_index = history[-1]["init"] if history else None
+            return
+        epoch = done // self.batches_per_epoch
+        for learner in self.learners:
+            last = [e for e in history if e.get("learner") == learner.name]
+            same_epoch = last and (last[-1]["step"] - 1) // self.batches_per_epoch == epoch
+            learner.pool_index = last[-1]["init"] if same_epoch else None
 
     def step(self, step: int) -> dict:
         """Outer step number ``step`` (0-based): everything random is seeded from (seed, step)."""
         d, outer = self.d, self.outer
         epoch, in_epoch = divmod(step, self.batches_per_epoch)
         batch = real_batches(len(self.x), self.windows_per_batch, epoch, self.seed)[in_epoch]
+        learner = self.learner_at(step)
         torch.manual_seed(step_seed(self.seed, step))  # dropout
         g = torch.Generator().manual_seed(step_seed(self.seed, step))  # init draw, M, batches, ALT
-        if d.init == "per_step" or self._pool_index is None or in_epoch == 0:
-            self._pool_index = int(torch.randint(len(self.teacher.pool), (1,), generator=g))
+        if in_epoch == 0:
+            for other in self.learners:  # per_epoch: every learner draws anew in a new epoch
+                other.pool_index = None
+        if d.init == "per_step" or learner.pool_index is None:
+            learner.pool_index = int(torch.randint(len(learner.teacher.pool), (1,), generator=g))
         if d.init_from == "scratch":  # a freshly initialised learner, as evaluation trains
-            init = self._fresh_init(self._pool_index)
+            init = self._fresh_init(learner, learner.pool_index)
         else:
-            init = dict(self.teacher.pool[self._pool_index])
-        if self.frozen_E is not None:
-            init[EMBEDDING] = self.frozen_E
+            init = dict(learner.teacher.pool[learner.pool_index])
+        if learner.frozen_E is not None:
+            init[EMBEDDING] = learner.frozen_E
         M = int(torch.randint(d.window, d.steps + 1, (1,), generator=g))
         xb, yb = self.x[batch], self.y[batch]
 
@@ -128,14 +195,14 @@ class BilevelEngine:
             S = self.summary.distributions(items=sampled.items, log_weight=sampled.log_weight)  # (μ, ζ, k)
         else:
             S = self.summary.distributions()  # (μ, ζ, |V|): once per outer step
-        self.learner.train(d.inner.dropout)
+        learner.module.train(d.inner.dropout)
         try:
-            params = self.inner.run(S, init, steps=M, window=d.window, generator=g, candidates=sampled)
+            params = learner.inner.run(S, init, steps=M, window=d.window, generator=g, candidates=sampled)
         except TrainingError as exc:
             raise TrainingError(f"{exc} of outer step {step + 1}") from exc
-        self.learner.train(outer.learner_dropout)
-        ce, fsa = functional_call(self.objective, {f"model.{k}": v for k, v in params.items()},
-                                  (xb, yb, self.t_feats[batch][yb != 0], sampled))
+        learner.module.train(outer.learner_dropout)
+        ce, fsa = functional_call(learner.objective, {f"model.{k}": v for k, v in params.items()},
+                                  (xb, yb, learner.t_feats[batch], sampled))
         loss = outer.ce_weight * ce + (outer.fsa_weight * fsa if outer.fsa else 0.0)
         if not torch.isfinite(loss):
             raise TrainingError(f"non-finite outer loss (ce={ce.item()}, fsa={fsa.item()}) at outer step {step + 1}")
@@ -146,18 +213,22 @@ class BilevelEngine:
             raise TrainingError(f"non-finite meta-gradient (norm {norm.item()}) at outer step {step + 1}")
         self.opt.step()
         self.sched.step()
-        return {"step": step + 1, "ce": round(ce.item(), 5), "fsa": round(fsa.item(), 5),
-                "grad_norm": round(norm.item(), 5), "M": M, "init": self._pool_index}
+        entry = {"step": step + 1, "ce": round(ce.item(), 5), "fsa": round(fsa.item(), 5),
+                 "grad_norm": round(norm.item(), 5), "M": M, "init": learner.pool_index}
+        if len(self.learners) > 1:
+            entry["learner"] = learner.name
+        return entry
 
-    def _fresh_init(self, index: int) -> dict:
+    def _fresh_init(self, learner: _Learner, index: int) -> dict:
         """A fresh learner's weights: ``len(pool)`` fixed draws, so that a per-epoch init
         and a resumed run see the same ones."""
-        if index not in self._fresh:
+        if index not in learner.fresh:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(fresh_init_seed(self.seed, index))
-                model = self._build_learner(self.learner.num_items)
-            self._fresh[index] = {k: v.to(self.x.device) for k, v in model.state_dict().items()}
-        return dict(self._fresh[index])
+                seed = fresh_init_seed(self.seed, index)
+                torch.manual_seed(seed if learner.index == 0 else derive(seed, learner.index))
+                model = learner.build()
+            learner.fresh[index] = {k: v.to(self.x.device) for k, v in model.state_dict().items()}
+        return dict(learner.fresh[index])
 
     def state_dict(self) -> dict:
         return {"summary": self.summary.state_dict(), "optimizer": self.opt.state_dict(),
@@ -169,14 +240,16 @@ class BilevelEngine:
         self.sched.load_state_dict(saved["scheduler"])
 
 
-def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torch.device, report=None):
+def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torch.device, report=None,
+                  teachers: dict | None = None):
     """Algorithm 1 with validation and checkpoints (``summary_dir/state.pt``).
     Returns the best summary and a description of the run.
 
     teacher: a ``td3.teacher.Teacher`` (or anything with its ``model``, ``pool`` and ``item_embedding``).
+    teachers: the other inner learners' teachers by name (``distill.learners``).
     """
     d, seed = run.distill, run.seed
-    engine = BilevelEngine(run, data, teacher, device)
+    engine = BilevelEngine(run, data, teacher, device, teachers=teachers)
     summary = engine.summary
     state = {"step": 0, "best_score": -math.inf, "best_step": None, "history": [], "validations": []}
     best_state = {k: v.detach().clone() for k, v in summary.state_dict().items()}
@@ -189,7 +262,7 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
         except Exception as exc:
             raise TrainingError(f"checkpoint {ckpt} cannot be read ({type(exc).__name__}); delete it to start over") from exc
         state, best_state = saved["state"], saved["best_summary"]
-        engine._pool_index = state["history"][-1]["init"] if state["history"] else None  # per_epoch init
+        engine.resume(state["history"], state["step"])  # each learner's per-epoch init
         log.info("resuming %s after outer step %d", summary_dir.name, state["step"])
 
     def validate() -> float:

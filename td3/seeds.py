@@ -22,6 +22,7 @@ _STEP_PRIME = 1_000_003
 _EPOCH_PRIME = 7919
 _FRESH_INIT_OFFSET = 10_000_019   # past any outer step: fresh-init draws never meet a step's
 _CANDIDATES_MASK = 0x5A3D         # another stream than the step's own generator
+_LEARNER_TAG = 0x1EA2             # the inner learner's draw (several learners)
 
 
 def derive(*keys: int) -> int:
@@ -49,6 +50,12 @@ def candidates_seed(seed: int, step: int) -> int:
     """The sampled items of outer step ``step`` (``distill.sampled_items``): a stream of its
     own, so that turning sampling on leaves every other draw of the step as it was."""
     return step_seed(seed, step) ^ _CANDIDATES_MASK
+
+
+def learner_draw(seed: int, step: int) -> int:
+    """Which inner learner outer step ``step`` trains when there are several
+    (``distill.learners``): a stream of its own, so one learner draws nothing more."""
+    return derive(seed, step, _LEARNER_TAG)
 
 
 # ------------------------------------------------------ training a learner

@@ -20,10 +20,16 @@ from .train import train as train_full
 
 
 class Teacher:
-    """The full-data run of a distillation's config: best model (eval mode, frozen) and its init pool."""
+    """The full-data run of a distillation's config: best model (eval mode, frozen) and its init pool.
 
-    def __init__(self, run: RunConfig, device: torch.device, num_items: int):
-        record_path = train_full(run.teacher())
+    model: another learner's options (``run.learner(name)``) for the teacher of that
+        architecture (several inner learners, ``distill.learners``); default the run's model.
+    """
+
+    def __init__(self, run: RunConfig, device: torch.device, num_items: int, model: dict | None = None):
+        options = dict(model) if model is not None else run.model.as_dict()
+        self.name = options["name"]
+        record_path = train_full({**run.teacher(), "model": options})
         self.run_dir = record_path.parent
         self.record = json.loads(record_path.read_text())
         if self.record.get("status") != "complete":
@@ -31,7 +37,7 @@ class Teacher:
         best = self.run_dir / "best.pt"
         if not best.is_file():
             raise TrainingError(f"teacher checkpoint missing: {best}")
-        self.model = build_model(run.model.name, num_items, max_len=run.max_len, **model_options(run.model)).to(device)
+        self.model = build_model(self.name, num_items, max_len=run.max_len, **model_options(options)).to(device)
         self.model.load_state_dict(self._load(best, device))
         self.model.eval().requires_grad_(False)
         self.pool_paths = [self.run_dir / p for p in self.record["checkpoints"]["pool"]]

@@ -313,6 +313,45 @@ def test_table2_leaves_the_fsa_alt_ablation_to_table6_and_keeps_rank_variants(tm
     assert "TD3[ALT]" in t6 and "30.00" in t6       # the run without FSA, in its own table
 
 
+def test_table4_sets_summaries_of_several_learners_beside_the_single_learners(tmp_path):
+    """distill.learners: its summaries get rows of their own in Table 4, per architecture,
+    never mixed into the cells of the summaries distilled through SASRec alone."""
+    root = tmp_path / "runs"
+    four = ["sasrec", "gru4rec", "narm", "bert4rec"]
+
+    def with_models(run_dir, values, learners=None):
+        record = json.loads((run_dir / "record.json").read_text())
+        record["config"]["evaluation"]["models"] = four
+        if learners:
+            record["config"]["distill"]["learners"] = learners
+        metrics = record["metrics"]
+        record["evaluations"] = [{"model": m, "seed": record["config"]["seed"], "seconds": 1.0, "metrics": {
+            split: {p: {k: (values[m] if (p, k) == ("recbole100", "NDCG@10") else v) for k, v in ms.items()}
+                    for p, ms in by.items()} for split, by in metrics.items()}} for m in four]
+        (run_dir / "record.json").write_text(json.dumps(record))
+
+    single = {"sasrec": 0.35, "gru4rec": 0.33, "narm": 0.30, "bert4rec": 0.21}
+    several = {"sasrec": 0.34, "gru4rec": 0.36, "narm": 0.35, "bert4rec": 0.30}
+    for s in range(3):
+        with_models(write_run(root, f"td3-{s}", "td3", "ml-100k", "50x50", s, {}), single)
+        with_models(write_run(root, f"td3-all-{s}", "td3", "ml-100k", "50x50", s, {}), several, learners=four)
+        with_models(write_run(root, f"full-{s}", "full", "ml-100k", "50x50", s, {}),
+                    {"sasrec": 0.39, "gru4rec": 0.39, "narm": 0.37, "bert4rec": 0.34})
+    out = tmp_path / "tables"
+    make_tables("--results", root, "--out", out)
+    t4 = (out / "table4_recbole100_scratch.md").read_text()
+    assert "several learners" in t4.splitlines()[0]
+    ndcg10 = {(cells[0].lstrip("| "), cells[1]): cells[3] for cells in (line.split(" | ") for line in t4.splitlines())
+              if len(cells) > 4 and cells[1].startswith("TD3")}
+    label = "TD3 50x50 (learners=sasrec+gru4rec+narm+bert4rec)"
+    assert ndcg10[("ml-100k BERT4Rec", "TD3 50x50")] == "21.00 ± 0.00"
+    assert ndcg10[("ml-100k BERT4Rec", label)] == "30.00 ± 0.00"
+    assert ndcg10[("ml-100k GRU4Rec", label)] == "36.00 ± 0.00"
+    assert len(ndcg10) == 8  # four architectures × (SASRec alone, the four learners)
+    t2 = (out / "table2_recbole100_scratch.md").read_text()
+    assert "| TD3 50x50 | " in t2 and label in t2
+
+
 def test_an_empty_results_root_is_one_clear_error_and_writes_nothing(tmp_path):
     empty, out = tmp_path / "empty", tmp_path / "tables"
     empty.mkdir()

@@ -45,6 +45,9 @@ CASES = {
     "ml-100k td3 no_fsa": ["dataset=ml-100k", "summary.mu=50", "summary.zeta=50", "+experiment=no_fsa"],
     "ml-100k td3 4 learners": ["dataset=ml-100k", "summary.mu=50", "summary.zeta=50",
                                "evaluation.models=[sasrec,gru4rec,narm,bert4rec]"],
+    "ml-100k td3 several learners": ["dataset=ml-100k", "summary.mu=50", "summary.zeta=50",
+                                     "evaluation.models=[sasrec,gru4rec,narm,bert4rec]",
+                                     "distill.learners=[sasrec,gru4rec,narm,bert4rec]"],
     "ml-100k farzi": ["dataset=ml-100k", "method=farzi"],
     "ml-100k random": ["dataset=ml-100k", "method=random"],
     "ml-100k longest": ["dataset=ml-100k", "method=longest"],
@@ -58,96 +61,101 @@ CASES = {
     "ml-1m-slice full": ["dataset=ml-1m-slice", "summary.mu=200", "summary.zeta=50", "method=full"],
 }
 
-# Computed at commit 9cfb9f0, before issue 16's refactoring.
+# Computed at commit 9cfb9f0, before issue 16's refactoring; config_sha256 re-pinned when
+# distill.learners was added (a key at its neutral value: no signature moved).
 PINNED = {
     'defaults': dict(
         signature='0f638a7930d4', run_dir='synthetic-td3-20x20-0f638a7930d4',
         summary_signature='12a303716c1a', summary_dir='synthetic-td3-20x20-12a303716c1a',
-        teacher_signature='5496a8fa11fe', config_sha256='90d2663666a874cb'),
+        teacher_signature='5496a8fa11fe', config_sha256='b2df35c54ad6b502'),
     'ml-100k td3': dict(
         signature='d244c7b87716', run_dir='ml-100k-td3-30x50-d244c7b87716',
         summary_signature='3869cb027797', summary_dir='ml-100k-td3-30x50-3869cb027797',
-        teacher_signature='270c2775b8b2', config_sha256='d4dc1d83c81f8287'),
+        teacher_signature='270c2775b8b2', config_sha256='2a60b68787663006'),
     'ml-100k td3 paper': dict(
         signature='cbae468f0a29', run_dir='ml-100k-td3-30x50-cbae468f0a29',
         summary_signature='3869cb027797', summary_dir='ml-100k-td3-30x50-3869cb027797',
-        teacher_signature='270c2775b8b2', config_sha256='a3bfe53aa9c484f1'),
+        teacher_signature='270c2775b8b2', config_sha256='ccab42f786cdcddf'),
     'ml-100k td3 50x50': dict(
         signature='64338bacfc0f', run_dir='ml-100k-td3-50x50-64338bacfc0f',
         summary_signature='1181fa2e66f4', summary_dir='ml-100k-td3-50x50-1181fa2e66f4',
-        teacher_signature='270c2775b8b2', config_sha256='414b7b1a7ad77b6c'),
+        teacher_signature='270c2775b8b2', config_sha256='f71c34f2080aa914'),
     'ml-100k td3 25x150': dict(
         signature='90a611817b45', run_dir='ml-100k-td3-25x150-90a611817b45',
         summary_signature='cf9dca85813a', summary_dir='ml-100k-td3-25x150-cf9dca85813a',
-        teacher_signature='29aec52370de', config_sha256='e35deeeaa9dd3d34'),
+        teacher_signature='29aec52370de', config_sha256='4c2c7836503e8c4c'),
     'ml-100k td3 ranks 16': dict(
         signature='555a58be09fd', run_dir='ml-100k-td3-50x50-555a58be09fd',
         summary_signature='31d6e0b20dbc', summary_dir='ml-100k-td3-50x50-31d6e0b20dbc',
-        teacher_signature='270c2775b8b2', config_sha256='f7bac25b5a8773ba'),
+        teacher_signature='270c2775b8b2', config_sha256='677336a48b2522c4'),
     'ml-100k td3 seed 1': dict(
         signature='ce32207b7a9a', run_dir='ml-100k-td3-30x50-ce32207b7a9a',
         summary_signature='6c6f7d09c818', summary_dir='ml-100k-td3-30x50-6c6f7d09c818',
-        teacher_signature='270c2775b8b2', config_sha256='f6ecf7966935c653'),
+        teacher_signature='270c2775b8b2', config_sha256='1375706fb4f322f6'),
     'ml-100k td3 trainable': dict(
         signature='55262e656f36', run_dir='ml-100k-td3-30x50-55262e656f36',
         summary_signature='99f6c1c24b9a', summary_dir='ml-100k-td3-30x50-99f6c1c24b9a',
-        teacher_signature='270c2775b8b2', config_sha256='4ff8213d10de4a6a'),
+        teacher_signature='270c2775b8b2', config_sha256='b8533684dad0e4a5'),
     'ml-100k td3 authors_code': dict(
         signature='ad86c1506094', run_dir='ml-100k-td3-30x50-ad86c1506094',
         summary_signature='f8bfeffa2043', summary_dir='ml-100k-td3-30x50-f8bfeffa2043',
-        teacher_signature='270c2775b8b2', config_sha256='fce75c01d236616a'),
+        teacher_signature='270c2775b8b2', config_sha256='aaffc395779b011b'),
     'ml-100k td3 quick': dict(
         signature='e6be4cc7bad5', run_dir='ml-100k-td3-30x50-e6be4cc7bad5',
         summary_signature='a4df8415098b', summary_dir='ml-100k-td3-30x50-a4df8415098b',
-        teacher_signature='b47c5b39339f', config_sha256='1e966fac3c19f66f'),
+        teacher_signature='b47c5b39339f', config_sha256='909da310ec0a56a0'),
     'ml-100k td3 no_fsa': dict(
         signature='a7530f0d1d82', run_dir='ml-100k-td3-50x50-a7530f0d1d82',
         summary_signature='22ab35f25176', summary_dir='ml-100k-td3-50x50-22ab35f25176',
-        teacher_signature='270c2775b8b2', config_sha256='e597632ee3daa72f'),
+        teacher_signature='270c2775b8b2', config_sha256='b39918d078201440'),
     'ml-100k td3 4 learners': dict(
         signature='ffcd1ac6928f', run_dir='ml-100k-td3-50x50-ffcd1ac6928f',
         summary_signature='1181fa2e66f4', summary_dir='ml-100k-td3-50x50-1181fa2e66f4',
-        teacher_signature='270c2775b8b2', config_sha256='7547969d05d422c7'),
+        teacher_signature='270c2775b8b2', config_sha256='5ec1feac4fa935cc'),
+    'ml-100k td3 several learners': dict(
+        signature='5c35ce13a9ce', run_dir='ml-100k-td3-50x50-5c35ce13a9ce',
+        summary_signature='972c70af9a60', summary_dir='ml-100k-td3-50x50-972c70af9a60',
+        teacher_signature='270c2775b8b2', config_sha256='1baf306836ea5c05'),
     'ml-100k farzi': dict(
         signature='48b1969a330f', run_dir='ml-100k-farzi-30x50-48b1969a330f',
         summary_signature='4a823ba39b9d', summary_dir='ml-100k-farzi-30x50-4a823ba39b9d',
-        teacher_signature='270c2775b8b2', config_sha256='82608e9af2d4e913'),
+        teacher_signature='270c2775b8b2', config_sha256='20595ccd3d4b3376'),
     'ml-100k random': dict(
         signature='0ad8247b1392', run_dir='ml-100k-random-30x50-0ad8247b1392',
         summary_signature='96a1ab80d033', summary_dir='ml-100k-random-30x50-96a1ab80d033',
-        teacher_signature='270c2775b8b2', config_sha256='39017d9cf2121690'),
+        teacher_signature='270c2775b8b2', config_sha256='4377beca12545ada'),
     'ml-100k longest': dict(
         signature='bec7bc796bd8', run_dir='ml-100k-longest-30x50-bec7bc796bd8',
         summary_signature='8d64f0e64e4f', summary_dir='ml-100k-longest-30x50-8d64f0e64e4f',
-        teacher_signature='270c2775b8b2', config_sha256='cdfff2fcf09d058a'),
+        teacher_signature='270c2775b8b2', config_sha256='bd1106824efb625f'),
     'ml-100k full': dict(
         signature='c324ab98ee4c', run_dir='ml-100k-full-30x50-c324ab98ee4c',
         summary_signature='2a74886f4cf3', summary_dir='ml-100k-full-30x50-2a74886f4cf3',
-        teacher_signature='270c2775b8b2', config_sha256='c04c862dd93a16c2'),
+        teacher_signature='270c2775b8b2', config_sha256='52567883af877f8f'),
     'magazine-2018 td3 10x10': dict(
         signature='97f934055b7a', run_dir='magazine-2018-td3-10x10-97f934055b7a',
         summary_signature='a90ed0d9df8b', summary_dir='magazine-2018-td3-10x10-a90ed0d9df8b',
-        teacher_signature='b2d83b1070ab', config_sha256='b52b7af68a239893'),
+        teacher_signature='b2d83b1070ab', config_sha256='3182174c1c76118b'),
     'magazine-2018 farzi': dict(
         signature='d873b7b0f5dc', run_dir='magazine-2018-farzi-30x20-d873b7b0f5dc',
         summary_signature='723a2fc8926d', summary_dir='magazine-2018-farzi-30x20-723a2fc8926d',
-        teacher_signature='4c45117e1018', config_sha256='4086abc61f312713'),
+        teacher_signature='4c45117e1018', config_sha256='b8de7eed2b911cc4'),
     'magazine-2018 random': dict(
         signature='23184f93aab5', run_dir='magazine-2018-random-30x20-23184f93aab5',
         summary_signature='d10fe8fb7f16', summary_dir='magazine-2018-random-30x20-d10fe8fb7f16',
-        teacher_signature='4c45117e1018', config_sha256='08c4487a3824131b'),
+        teacher_signature='4c45117e1018', config_sha256='420a3280fb790af8'),
     'ml-1m-slice td3': dict(
         signature='1758a55b05da', run_dir='ml-1m-slice-td3-200x50-1758a55b05da',
         summary_signature='09a7abbbbdae', summary_dir='ml-1m-slice-td3-200x50-09a7abbbbdae',
-        teacher_signature='a8d69d40ce1a', config_sha256='0b610106c7dd4612'),
+        teacher_signature='a8d69d40ce1a', config_sha256='130d68957ea74fed'),
     'ml-1m-slice longest': dict(
         signature='fa71a1a61bfd', run_dir='ml-1m-slice-longest-200x50-fa71a1a61bfd',
         summary_signature='89707c2465a7', summary_dir='ml-1m-slice-longest-200x50-89707c2465a7',
-        teacher_signature='a8d69d40ce1a', config_sha256='c17f46eab4b00b63'),
+        teacher_signature='a8d69d40ce1a', config_sha256='93716c4241019af5'),
     'ml-1m-slice full': dict(
         signature='7d15b031cbf0', run_dir='ml-1m-slice-full-200x50-7d15b031cbf0',
         summary_signature='9dda4424a117', summary_dir='ml-1m-slice-full-200x50-9dda4424a117',
-        teacher_signature='a8d69d40ce1a', config_sha256='e09c999cdf59329d'),
+        teacher_signature='a8d69d40ce1a', config_sha256='b0a6470ecdcf09c4'),
 }
 
 #: Cases that are published runs: their pinned directory must be in results/paper/distill.
