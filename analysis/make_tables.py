@@ -111,7 +111,7 @@ BUDGET = reference_budget()
 
 # ------------------------------------------------------------------ values
 #: The columns of the runs that the tables and Figure 4 group, filter and annotate by.
-SEED_VALUE_KEYS = ["dataset", "method", "summary_protocol", "size", "interactions", "seed", "variant",
+SEED_VALUE_KEYS = ["dataset", "method", "summary_protocol", "size", "interactions", "seed", "variant", "embedding",
                    "variant_wo_ablation", "fsa", "alt", *BUDGET]
 
 
@@ -481,6 +481,36 @@ def table4(values: pd.DataFrame, runs: pd.DataFrame, ranking: str, protocol: str
     return t
 
 
+def item_table(sv: pd.DataFrame, ranking: str, protocol: str) -> Table:
+    """The inner learner's item table (``distill.inner.embedding``), frozen to the teacher's
+    against trainable, per method at each size where both ran; the trainable row is marked
+    against the frozen one (underlined: above it), Full-Data beside for scale."""
+    t = Table("table_item_table", f"The inner learner's item table, frozen (the teacher's) against trainable "
+                                  f"({ranking} ranking, {protocol} evaluation; trainable marked against frozen)",
+              METRICS)
+    d = sv[sv["method"].isin(["td3", "farzi"]) & (sv["summary_protocol"] == protocol)]
+    # the runs that differ from their method's usual settings by the item table alone, or not at all
+    d = d[d["variant"].str.replace(r"(?:^| )embedding=\S+", "", regex=True).str.strip() == ""]
+    full = sv[sv["method"] == "full"]
+    for (dataset, size), g in sorted(d.groupby(["dataset", "size"]), key=lambda kv: (kv[0][0], kv[1]["interactions"].iloc[0])):
+        both = [m for m in METHOD_ORDER if set(g.loc[g["method"] == m, "embedding"]) >= {"frozen", "trainable"}]
+        if not both:
+            continue
+        group = f"{dataset} {size}"
+        rows = RowValues(g, ["method", "embedding"], METRICS)
+        f = full[full["dataset"] == dataset]
+        if not f.empty:
+            full_row = RowValues(f, [], METRICS)
+            t.add(group, "Full-Data", "full", full_row.cells(), budget=full_row.budget())
+        for method in both:
+            ref = t.add(group, f"{METHOD_LABELS[method]}, frozen", method, rows.cells((method, "frozen")),
+                        budget=rows.budget((method, "frozen")), extra={"size": size, "embedding": "frozen"})
+            t.add(group, f"{METHOD_LABELS[method]}, trainable", method, rows.cells((method, "trainable")),
+                  reference=ref, budget=rows.budget((method, "trainable")),
+                  extra={"size": size, "embedding": "trainable"})
+    return t
+
+
 def table6(sv: pd.DataFrame, ranking: str, protocol: str, paper: PaperFigures) -> Table:
     t = Table("table6", f"Table 6: FSA × ALT ({ranking} ranking, {protocol} evaluation)", METRICS)
     use_paper = ranking == PAPER_RANKING
@@ -737,7 +767,8 @@ def main(argv: list[str] | None = None) -> int:
         sv = seed_values(values, ok, ranking)
         for protocol in SUMMARY_PROTOCOLS:
             tables = [table2(sv, ranking, protocol, paper, absent), table3(sv, ranking, protocol, paper, absent),
-                      table4(values, ok, ranking, protocol, paper, absent), table6(sv, ranking, protocol, paper)]
+                      table4(values, ok, ranking, protocol, paper, absent), table6(sv, ranking, protocol, paper),
+                      item_table(sv, ranking, protocol)]
             for t in tables:
                 if not t.rows:
                     continue

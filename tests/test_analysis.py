@@ -352,6 +352,31 @@ def test_table4_sets_summaries_of_several_learners_beside_the_single_learners(tm
     assert "| TD3 50x50 | " in t2 and label in t2
 
 
+def test_item_table_sets_trainable_beside_frozen_per_method(tmp_path):
+    """The inner item table's ablation: a table of its own, the trainable row tested against
+    the frozen one (paired over seeds), and neither mixed into Table 3's cells."""
+    root = tmp_path / "runs"
+    frozen, trainable = {0: 0.30, 1: 0.31, 2: 0.32}, {0: 0.35, 1: 0.37, 2: 0.36}
+    for s in range(3):
+        write_run(root, f"td3-{s}", "td3", "ml-100k", "30x50", s, {("recbole100", "NDCG@10"): frozen[s]})
+        write_run(root, f"random-{s}", "random", "ml-100k", "30x50", s, {("recbole100", "NDCG@10"): 0.2})
+        run_dir = write_run(root, f"td3-tr-{s}", "td3", "ml-100k", "30x50", s,
+                            {("recbole100", "NDCG@10"): trainable[s]})
+        record = json.loads((run_dir / "record.json").read_text())
+        record["config"]["distill"]["inner"]["embedding"] = "trainable"
+        (run_dir / "record.json").write_text(json.dumps(record))
+    out = tmp_path / "tables"
+    make_tables("--results", root, "--out", out)
+    table = (out / "table_item_table_recbole100_scratch.md").read_text()
+    ndcg10 = {cells[1]: cells[6] for cells in (line.split(" | ") for line in table.splitlines()) if len(cells) > 6}
+    assert ndcg10["TD3, frozen"] == "31.00 ± 1.00"
+    # paired t-test over seeds 0-2: differences 5, 6, 4 points, t = 8.66, p = 0.013
+    assert ndcg10["TD3, trainable"] == "<u>**36.00 ± 1.00**</u>*"
+    t3 = (out / "table3_recbole100_scratch.md").read_text()
+    td3_row = next(line for line in t3.splitlines() if line.split(" | ")[1:2] == ["TD3"])
+    assert "31.00 ± 1.00" in td3_row and "36.00" not in t3   # Table 3 holds the frozen runs only
+
+
 def test_an_empty_results_root_is_one_clear_error_and_writes_nothing(tmp_path):
     empty, out = tmp_path / "empty", tmp_path / "tables"
     empty.mkdir()
