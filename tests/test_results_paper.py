@@ -43,10 +43,15 @@ def test_published_results_are_small_and_whole():
     assert not list(RESULTS.rglob("per_user.parquet")), "per-user metrics are published packed"
     tables = (TABLES / "tables.md").read_text()
     assert "None: every run of every recorded sweep is complete." in tables
-    assert "(n=" not in tables  # no cell with fewer than 3 seeds (or fewer than the others)
+    # no cell of the paper's tables with fewer than 3 seeds; the experiments beyond the paper
+    # (the item table, several learners) are published seed by seed as they complete
+    beyond = ("trainable", "learners=")
+    partial = [line for line in tables.splitlines() if "(n=" in line]
+    assert all(any(b in line.split(" | ")[1] for b in beyond) for line in partial), partial
     rows = [line.split(" | ")[:2] for line in (TABLES / "table5.md").read_text().splitlines()
             if line.startswith("| ml-1m-slice")]
     assert [size for _, size in rows] == ["50x50", "100x50", "200x50", "200x100"]
     ml100k = [line.split(" | ")[1] for line in (TABLES / "table5.md").read_text().splitlines()
               if line.startswith("| ml-100k")]
-    assert ml100k[:2] == ["30x50", "50x50"] and "50x50 (d1=16 d2=16)" in ml100k and ml100k[-1] == "25x150"
+    assert ml100k[0] == "30x50" and ml100k.index("30x50") < ml100k.index("50x50") < ml100k.index("25x150")
+    assert "50x50 (d1=16 d2=16)" in ml100k and ml100k[-1] == "25x150"
