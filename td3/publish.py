@@ -11,7 +11,8 @@ results root, so that ``analysis/make_tables.py --results DST`` and
   ``run.log``; never ``best.pt``, ``pool/``, ``last.pt`` or ``state.pt``. The per-user
   metrics and the hard sequences are stored xz-compressed (``per_user.parquet.xz``,
   ``summary.inter.xz``: ``records.PACKED_FILES``), holding the very bytes their seal names;
-  ``records.read_per_user`` and the audit read them as they are;
+  ``records.read_per_user`` and the audit read them as they are. A file over 1 MiB is
+  withheld: ``<name>.withheld`` holds its sha256 and size (the audit warns of it);
 - ``summaries/<summary>/distill.json`` (the optimisation's history) of the summaries those
   runs used;
 - ``sweeps/<name>/<time>/``'s ``multirun.yaml``, ledger and ``summary.json``, only for sweeps
@@ -71,6 +72,18 @@ def _pack(src: Path, dst: Path) -> bool:
             pass  # damaged: written again
     with atomic_path(dst) as tmp:
         tmp.write_bytes(lzma.compress(data))
+    return True
+
+
+def _withhold(src: Path, target: Path, record: dict) -> bool:
+    """Publish ``<name>.withheld`` instead of a sealed file over ``records.PUBLISH_LIMIT``."""
+    stand_in = target / (src.name + records.WITHHELD_SUFFIX)
+    text = json.dumps({"sha256": record["files"][src.name], "bytes": src.stat().st_size,
+                       "kept_in": "the sweep's own results root", "run": target.name}, indent=1) + "\n"
+    (target / src.name).unlink(missing_ok=True)  # published whole before the limit existed
+    if stand_in.is_file() and stand_in.read_text() == text:
+        return False
+    records.write_text(stand_in, text)
     return True
 
 
@@ -145,7 +158,9 @@ def publish(src: Path, dst: Path) -> dict:
             for name in sorted(RUN_FILES, key=lambda n: n == records.RECORD_NAME):
                 if not (run_dir / name).is_file():
                     continue
-                if name in records.PACKED_FILES:
+                if (run_dir / name).stat().st_size > records.PUBLISH_LIMIT:
+                    counts["files"] += _withhold(run_dir / name, target, record)
+                elif name in records.PACKED_FILES:
                     counts["files"] += _pack(run_dir / name, target / (name + records.PACKED_SUFFIX))
                     (target / name).unlink(missing_ok=True)  # published unpacked before packing existed
                 else:

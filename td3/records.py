@@ -215,6 +215,22 @@ PACKED_FILES = ("per_user.parquet", "summary.inter")
 PACKED_SUFFIX = ".xz"
 
 
+#: A published results root keeps no file over 1 MiB: a larger sealed file (Farzi's latent
+#: summaries on the ML-1M slice) is withheld, and ``<name>.withheld`` (JSON: its sha256, size
+#: and where the full results root keeps it) stands in; the audit names it.
+PUBLISH_LIMIT = 1 << 20
+WITHHELD_SUFFIX = ".withheld"
+
+
+def withheld(run_dir: str | Path, name: str) -> dict | None:
+    """The stand-in of a sealed file withheld from a published root, or None."""
+    path = Path(run_dir) / (name + WITHHELD_SUFFIX)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def sealed_path(run_dir: str | Path, name: str) -> Path | None:
     """The file holding a run's sealed file ``name``: itself, else its packed copy; None if neither."""
     path = Path(run_dir) / name
@@ -238,7 +254,8 @@ def sealed_sha256(run_dir: str | Path, name: str) -> str | None:
     """sha256 of a sealed file's bytes as written (packed or not); None when it is missing."""
     path = sealed_path(run_dir, name)
     if path is None:
-        return None
+        stand_in = withheld(run_dir, name)
+        return stand_in.get("sha256") if stand_in else None
     if not path.name.endswith(PACKED_SUFFIX):
         return file_sha256(path)
     return hashlib.sha256(read_sealed(run_dir, name)).hexdigest()

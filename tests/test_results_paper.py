@@ -41,6 +41,9 @@ def test_published_results_are_small_and_whole():
     stored = sum(p.stat().st_size for p in RESULTS.rglob("*") if p.is_file() and not p.is_symlink())
     assert stored < 50 * 2**20, f"{stored / 2**20:.1f} MB"
     assert not list(RESULTS.rglob("per_user.parquet")), "per-user metrics are published packed"
+    large = [p for p in RESULTS.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size > 2**20]
+    assert not large, large  # withheld instead (<name>.withheld: its digest and size)
+    assert list(RESULTS.rglob("summary.pt.withheld"))
     tables = (TABLES / "tables.md").read_text()
     assert "None: every run of every recorded sweep is complete." in tables
     # no cell of the paper's tables with fewer than 3 seeds; the experiments beyond the paper
