@@ -45,12 +45,13 @@ class _OuterObjective(nn.Module):
         self.model = model
 
     def forward(self, x, y, teacher_features, candidates=None):
-        keep = outer_targets(self.model, x, y)  # which examples carry a loss
         if getattr(self.model, "causal", True):
+            keep = y != 0
             hk, targets = self.model(x)[keep], y[keep]  # (n, d), (n,): every position with a target
         else:  # the item after each window, from a [MASK] placed there (td3.models.bert4rec)
-            hk = self.model.next_features(x, window_lengths(x))[keep]
-            targets = y[torch.arange(len(y), device=y.device), window_lengths(x) - 1][keep]
+            lengths, after = window_ends(x, y)
+            keep = after != 0
+            hk, targets = self.model.next_features(x, lengths)[keep], after[keep]
         if candidates is None:  # first order: the outer loss is differentiated once
             ce = self.model.cross_entropy(hk, targets)
         else:  # over the step's sampled items, with their correction (td3.candidates)
@@ -60,18 +61,18 @@ class _OuterObjective(nn.Module):
         return ce, fsa
 
 
-def window_lengths(x: torch.Tensor) -> torch.Tensor:
-    """(B,) real items of each window (windows are left-aligned, padded with 0 after)."""
-    return (x != 0).sum(1).clamp(min=1)
+def window_ends(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) real items of each window (left-aligned, padded with 0 after) and (B,) the target
+    after its last one (0: none)."""
+    lengths = (x != 0).sum(1).clamp(min=1)
+    return lengths, y[torch.arange(len(y), device=y.device), lengths - 1]
 
 
 def outer_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Which examples of real windows (x, y) carry the outer loss: for a causal learner every
     position with a target, (B, L); for a bidirectional one, which reads x[t+1] = y[t] at t,
     only the item after each window, (B,)."""
-    if getattr(model, "causal", True):
-        return y != 0
-    return y[torch.arange(len(y), device=y.device), window_lengths(x) - 1] != 0
+    return y != 0 if getattr(model, "causal", True) else window_ends(x, y)[1] != 0
 
 
 @torch.no_grad()
@@ -79,8 +80,8 @@ def teacher_features(model: nn.Module, x: torch.Tensor, chunk: int = 512) -> tor
     """The teacher's features of every real window, as the objective compares them: (N, L, d)
     for a causal teacher, (N, d) (after each window) for a bidirectional one."""
     causal = getattr(model, "causal", True)
-    parts = [model(x[i:i + chunk]) if causal else model.next_features(x[i:i + chunk], window_lengths(x[i:i + chunk]))
-             for i in range(0, len(x), chunk)]
+    parts = [model(c) if causal else model.next_features(c, (c != 0).sum(1).clamp(min=1))
+             for c in x.split(chunk)]
     return torch.cat(parts)
 
 
