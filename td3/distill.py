@@ -193,7 +193,8 @@ def learned_summary(ctx: Context) -> Trainer:
     record["distill"] = {k: v for k, v in info.items() if k != "history"}
     record["summary"] = {"kind": summary.kind, "parameters": summary.num_parameters(),
                          "storage": summary.storage(), "file": "summary.pt", "inter": "summary.inter",
-                         "dir": str(summary_dir), "signature": summary_sig}
+                         "dir": str(summary_dir), "signature": summary_sig,
+                         "statistics": summary.statistics()}
     S = summary.distributions().detach()
     inner = run.distill.inner
     teacher_table = ctx.teacher.item_embedding if run.evaluation.protocol == "paper" else None

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,36 @@ class Summary(nn.Module):
             rows = torch.arange(start, min(start + chunk, self.mu), device=self._device())
             parts.append(self.logits(rows).argmax(dim=-1) + 1)  # column c is item c+1
         return torch.cat(parts).cpu()
+
+    @torch.no_grad()
+    def statistics(self, mass: float = 0.9) -> dict:
+        """How peaked S is, to tell a summary that learned from one still near its almost
+        uniform start (docs/method.md, "Reading a summary"):
+
+        entropy: mean entropy of a position's distribution, in nats; relative_entropy: that
+        over ln |V| (1: uniform); top1: mean probability of a position's most probable item;
+        argmax_items: distinct items among the hard sequences; mass_items: the fewest items
+        holding ``mass`` of S's total probability. A chunk of rows at a time.
+        """
+        chunk = max(1, (1 << 22) // max(1, self.zeta * self.num_items))
+        entropy = top1 = 0.0
+        totals = torch.zeros(self.num_items, dtype=torch.float64)
+        argmax = []
+        for start in range(0, self.mu, chunk):
+            rows = torch.arange(start, min(start + chunk, self.mu), device=self._device())
+            logp = self.logits(rows).double().log_softmax(dim=-1)  # (m, ζ, |V|)
+            p = logp.exp()
+            entropy += float(-(p * logp).sum(-1).sum())
+            top1 += float(p.max(-1).values.sum())
+            totals += p.sum((0, 1)).cpu()
+            argmax.append(p.argmax(-1).flatten().cpu())
+        positions = self.mu * self.zeta
+        cumulative = (totals / totals.sum()).sort(descending=True).values.cumsum(0)
+        mass_items = int(torch.searchsorted(cumulative, torch.tensor([mass], dtype=torch.float64))) + 1
+        return {"entropy": entropy / positions,
+                "relative_entropy": entropy / positions / math.log(self.num_items) if self.num_items > 1 else 0.0,
+                "top1": top1 / positions, "argmax_items": int(torch.cat(argmax).unique().numel()),
+                f"items_{round(mass * 100)}pct_mass": min(mass_items, self.num_items)}
 
     # ------------------------------------------------------------- accounting
     def num_parameters(self) -> int:

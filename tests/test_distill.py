@@ -206,6 +206,10 @@ def test_td3_run_record_summary_and_teacher_reuse(shared, dataset, td3_run):
     assert list(seqs) == [f"s{a}" for a in range(MU)] and all(len(s) == ZETA for s in seqs.values())
     tokens = np.asarray(dataset.item_ids)[summary.hard_sequences().numpy()]
     assert [seqs[f"s{a}"] for a in range(MU)] == tokens.tolist()
+    # the record says how peaked the kept summary is (its hard sequences' distinct items...)
+    stats = record["summary"]["statistics"]
+    assert stats["argmax_items"] == len(np.unique(tokens))
+    assert stats["entropy"] == pytest.approx(float(-(S * S.log()).sum(-1).mean()), rel=1e-5)
 
     # A second method reuses the teacher: no retraining, one train run only.
     teacher_mtime = (teacher_dir / "record.json").stat().st_mtime_ns

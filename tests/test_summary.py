@@ -100,6 +100,25 @@ def test_hard_sequences_are_the_most_probable_ids():
         assert torch.equal(other.hard_sequences(), other.distributions().argmax(-1) + 1)
 
 
+def test_statistics_tell_a_uniform_summary_from_a_peaked_one():
+    summary = make("naive")
+    with torch.no_grad():
+        summary.free_logits.zero_()
+    flat = summary.statistics()
+    assert flat["relative_entropy"] == pytest.approx(1.0)
+    assert flat["entropy"] == pytest.approx(np.log(ITEMS))
+    assert flat["top1"] == pytest.approx(1 / ITEMS)
+    assert flat["items_90pct_mass"] == 10  # 0.9 of 11 equal masses needs 10 items
+    # every position puts 1 - 1e-6 on its own item, three distinct items in all
+    wanted = torch.tensor([1, 5, 9]).repeat(MU * ZETA)[: MU * ZETA].view(MU, ZETA)
+    with torch.no_grad():
+        summary.free_logits.fill_(-20.0).scatter_(2, (wanted - 1).unsqueeze(-1), 20.0)
+    peaked = summary.statistics()
+    assert peaked["relative_entropy"] < 1e-3 and peaked["top1"] > 0.999
+    assert peaked["argmax_items"] == 3 and peaked["items_90pct_mass"] == 3
+    assert summary.statistics(mass=0.3)["items_30pct_mass"] == 1
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_save_load_round_trip(kind, tmp_path):
     summary = make(kind)
