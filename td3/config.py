@@ -182,6 +182,7 @@ class Outer:
     fsa_weight: float
     ce_weight: float
     learner_dropout: bool
+    min_steps: int = 0               # at least this many outer steps: whole epochs added to reach it
 
 
 @dataclass(frozen=True)
@@ -402,6 +403,8 @@ class RunConfig(_Run):
             p.append(f"distill.init_from={d.init_from!r}: expected pool or scratch")
         if d.outer.epochs < 1 or d.outer.batch_size < 1:
             p.append("distill.outer.epochs and distill.outer.batch_size must be >= 1")
+        if d.outer.min_steps < 0:
+            p.append(f"distill.outer.min_steps={d.outer.min_steps}: must be >= 0 (0: the epochs alone decide)")
         for key in ("validate_every", "checkpoint_every"):
             if getattr(d, key) < 1:
                 p.append(f"distill.{key}={getattr(d, key)} must be >= 1")

@@ -133,7 +133,10 @@ class BilevelEngine:
         self.targets_per_window = float((self.y != 0).sum()) / len(self.y)
         self.windows_per_batch = max(1, round(self.outer.batch_size / self.targets_per_window))
         self.batches_per_epoch = math.ceil(len(self.x) / self.windows_per_batch)
-        self.total_steps = self.outer.epochs * self.batches_per_epoch
+        # A small dataset has few real batches per epoch: min_steps adds whole epochs
+        # (docs/method.md, "The outer optimiser").
+        self.outer_epochs = max(self.outer.epochs, math.ceil(self.outer.min_steps / self.batches_per_epoch))
+        self.total_steps = self.outer_epochs * self.batches_per_epoch
 
         teachers = {run.model.name: teacher, **(teachers or {})}
         missing = [n for n in run.inner_learners if n not in teachers]
@@ -311,7 +314,8 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
         bar.close()
 
     summary.load_state_dict(best_state)
-    info = {"outer_steps": engine.total_steps, "batches_per_epoch": engine.batches_per_epoch,
+    info = {"outer_steps": engine.total_steps, "outer_epochs": engine.outer_epochs,
+            "batches_per_epoch": engine.batches_per_epoch,
             "windows_per_batch": engine.windows_per_batch,
             "targets_per_batch": round(engine.windows_per_batch * engine.targets_per_window),
             "best_step": state["best_step"], "best_valid_MRR@10": state["best_score"],

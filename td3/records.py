@@ -40,7 +40,8 @@ NON_RESULT_KEYS = ("results_dir", "progress", "threads", "device", "eval.batch_s
 #: At that value a key leaves the signature out, so adding a setting neither orphans the
 #: results and summaries already made nor makes a rerun of their command start afresh.
 #: A new key goes here with its neutral value; a key whose default changes does not.
-NEUTRAL_VALUES = {"evaluation.eval_every": 1, "distill.sampled_items": 0, "distill.learners": []}
+NEUTRAL_VALUES = {"evaluation.eval_every": 1, "distill.sampled_items": 0, "distill.learners": [],
+                  "distill.outer.min_steps": 0}
 
 #: Packages whose versions go in every record.
 PACKAGES = ("td3", "torch", "numpy", "pandas", "scipy", "hydra-core", "omegaconf", "higher",

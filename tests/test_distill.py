@@ -488,18 +488,48 @@ def test_per_epoch_init_resumes_bitwise(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("section,key,others", [("evaluation", "eval_every", (2, True, 1.0)),
                                                 ("distill", "sampled_items", (1, False, 0.0)),
-                                                ("distill", "learners", (["sasrec", "gru4rec"],))])
+                                                ("distill", "learners", (["sasrec", "gru4rec"],)),
+                                                ("distill.outer", "min_steps", (450, False))])
 def test_a_setting_added_later_keeps_earlier_signatures_at_its_neutral_value(section, key, others):
     """Runs made before a setting existed keep their signature (records.NEUTRAL_VALUES)."""
     from td3 import records
 
     cfg = compose_config(SMALL, Path("runs"))
     before = copy.deepcopy(cfg)
-    del before[section][key]
+
+    def group(c):
+        for part in section.split("."):
+            c = c[part]
+        return c
+    del group(before)[key]
     assert records.signature(cfg) == records.signature(before)
     for other in others:  # another value, or another type, computes something else
-        cfg[section][key] = other
+        group(cfg)[key] = other
         assert records.signature(cfg) != records.signature(before), other
+
+
+def test_min_steps_adds_whole_outer_epochs(tmp_path, monkeypatch):
+    """distill.outer.min_steps: a dataset with few real batches per epoch gets whole epochs
+    added until it reaches that many outer steps; one that has them already is unchanged,
+    and the cosine schedule spans the steps actually run."""
+    from td3.config import dataset_options
+    from td3.data import load_dataset
+    from td3.engine import BilevelEngine
+
+    monkeypatch.setenv("TD3_DATA_DIR", str(tmp_path / "data"))
+
+    def engine(*extra):
+        cfg = compose_config([*SMALL, "distill.outer.epochs=2", *extra], tmp_path / "runs")
+        data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
+        return BilevelEngine(cfg, data, _RandomTeacher(cfg, data.num_items), torch.device("cpu"))
+
+    plain = engine()
+    bpe = plain.batches_per_epoch
+    assert bpe >= 2 and plain.total_steps == 2 * bpe and plain.outer_epochs == 2
+    assert engine(f"distill.outer.min_steps={2 * bpe}").total_steps == 2 * bpe   # reached already
+    longer = engine(f"distill.outer.min_steps={3 * bpe + 1}")                      # rounded up to an epoch
+    assert (longer.outer_epochs, longer.total_steps) == (4, 4 * bpe)
+    assert longer.sched.total_steps == 4 * bpe
 
 
 class _RandomTeacher:
@@ -643,6 +673,7 @@ IMPOSSIBLE = {
                          "needs a causal learner: bert4rec"),
     "learners_unknown": (["distill.learners=[sasrec,nope]"], "distill.learners=['sasrec', 'nope']: unknown 'nope'"),
     "learners_without_model": (["distill.learners=[gru4rec,narm]"], "must include the run's model 'sasrec'"),
+    "min_steps": (["distill.outer.min_steps=-1"], "distill.outer.min_steps=-1: must be >= 0"),
 }
 THROUGH_CLI = ("window", "d1", "backend")  # the others in-process: a launch is mostly importing torch
 
