@@ -30,7 +30,7 @@ METHOD_LABELS = {"td3": "TD3", "farzi": "Farzi", "naive": "Naive", "random": "Ra
                  "full": "Full-Data"}
 #: Settings that make two runs of one method, dataset and size different experiments.
 VARIANT_KEYS = ("d1", "d2", "fsa", "alt", "outer_lr", "inner_lr", "embedding", "init_from", "outer_epochs",
-                "steps", "window", "eval_epochs", "teacher_seed", "learners")
+                "min_steps", "steps", "window", "eval_epochs", "teacher_seed", "learners")
 
 
 def _get(d: dict, *path, default=None):
@@ -73,6 +73,7 @@ def _parse(path: str, splits: tuple[str, ...] | None = None) -> tuple[dict, list
         "embedding": _get(d, "inner", "embedding") if method in SUMMARY_METHODS else None,
         "init_from": d.get("init_from", "pool") if method in SUMMARY_METHODS else None,
         "outer_epochs": _get(d, "outer", "epochs") if method in SUMMARY_METHODS else None,
+        "min_steps": _get(d, "outer", "min_steps", default=0) if method in SUMMARY_METHODS else None,
         "steps": d.get("steps") if method in SUMMARY_METHODS else None,
         "window": d.get("window") if method in SUMMARY_METHODS else None,
         "eval_epochs": ev.get("epochs") if method not in ("full",) else None,
@@ -104,7 +105,7 @@ def _parse(path: str, splits: tuple[str, ...] | None = None) -> tuple[dict, list
 #: error), so that the tables find their columns, empty.
 RUN_COLUMNS = ("run_dir", "signature", "status", "error", "method", "dataset", "mu", "zeta", "size",
                "interactions", "seed", "summary_protocol", "models", "sweep", "git", "d1", "d2", "fsa", "alt",
-               "outer_lr", "inner_lr", "embedding", "init_from", "outer_epochs", "steps", "window", "eval_epochs",
+               "outer_lr", "inner_lr", "embedding", "init_from", "outer_epochs", "min_steps", "steps", "window", "eval_epochs",
                "train_epochs", "teacher_seed", "learners", "distill_seconds", "distill_cached", "seconds_per_outer_step",
                "peak_memory_mb", "total_seconds")
 

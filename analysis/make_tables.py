@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -511,6 +512,62 @@ def item_table(sv: pd.DataFrame, ranking: str, protocol: str) -> Table:
     return t
 
 
+#: The distillation settings the settings table compares (issue 17's small-data defaults).
+SETTING_KEYS = ("outer_epochs", "min_steps", "outer_lr", "d1", "d2", "embedding")
+_VARIANT_KEY = re.compile(r"(?:^| )([a-z_0-9]+)=")
+
+
+def settings_table(sv: pd.DataFrame, ranking: str, protocol: str, against: str) -> Table:
+    """TD3 and Farzi at every setting of the outer loop they ran (outer epochs, min_steps,
+    outer lr, ranks, item table) at a size where such a setting departs from the usual one,
+    each row marked against Random (``against="random"``) or TD3 against Farzi at the same
+    setting (``against="farzi"``); Full-Data beside for scale."""
+    name = {"random": "table_settings", "farzi": "table_settings_farzi"}[against]
+    t = Table(name, f"Distillation settings: TD3 and Farzi against Random ({ranking} ranking, {protocol} evaluation; "
+                    "marked against Random)" if against == "random" else
+              f"Distillation settings: TD3 against Farzi at the same setting ({ranking} ranking, {protocol} "
+              "evaluation; marked against Farzi)", METRICS)
+    d = sv[sv["method"].isin(["td3", "farzi"]) & (sv["summary_protocol"] == protocol)]
+    if d.empty:
+        return t
+    keys = d["variant"].map(lambda v: set(_VARIANT_KEY.findall(v)))
+    d = d.loc[keys.map(lambda k: k <= set(SETTING_KEYS)).astype(bool)]
+    outer = d["variant"].map(lambda v: bool(set(_VARIANT_KEY.findall(v)) - {"embedding"})).astype(bool)
+    for (dataset, size), g in sorted(d.groupby(["dataset", "size"]), key=lambda kv: (kv[0][0], kv[1]["interactions"].iloc[0])):
+        if not outer.loc[g.index].any():  # the item table alone: the item-table table has it
+            continue
+        base = sv[(sv["dataset"] == dataset) & (sv["size"] == size) & (sv["variant"] == "")]
+        group = f"{dataset} {size}"
+        full = sv[(sv["dataset"] == dataset) & (sv["method"] == "full") & (sv["variant"] == "")]
+        if not full.empty:
+            full_row = RowValues(full, [], METRICS)
+            t.add(group, "Full-Data", "full", full_row.cells(), budget=full_row.budget())
+        rows = RowValues(g, ["method", "variant"], METRICS)
+        ran = set(g.groupby(["method", "variant"]).groups)
+        variants = sorted({v for _, v in ran}, key=lambda v: (v != "", v))
+        if against == "random":
+            random = base[base["method"] == "random"]
+            if random.empty:
+                continue
+            random_row = RowValues(random, [], METRICS)
+            ref = t.add(group, "Random", "random", random_row.cells(), budget=random_row.budget(), extra={"size": size})
+            for method in ("farzi", "td3"):
+                for v in variants:
+                    if (method, v) in ran:
+                        t.add(group, METHOD_LABELS[method] + (f" ({v})" if v else ""), method, rows.cells((method, v)),
+                              reference=ref, budget=rows.budget((method, v)), extra={"size": size, "setting": v})
+        else:  # Farzi has no ranks: a TD3 setting meets Farzi's at the same setting but d1/d2
+            for v in variants:
+                shared = re.sub(r"(?:^| )d[12]=\S+", "", v).strip()
+                if ("td3", v) not in ran or ("farzi", shared) not in ran:
+                    continue
+                ref = t.add(group, "Farzi" + (f" ({shared})" if shared else ""), "farzi", rows.cells(("farzi", shared)),
+                            budget=rows.budget(("farzi", shared)), extra={"size": size, "setting": shared})
+                t.add(group, "TD3" + (f" ({v})" if v else ""), "td3", rows.cells(("td3", v)), reference=ref,
+                      budget=rows.budget(("td3", v)), extra={"size": size, "setting": v})
+    return t
+
+
 def table6(sv: pd.DataFrame, ranking: str, protocol: str, paper: PaperFigures) -> Table:
     t = Table("table6", f"Table 6: FSA × ALT ({ranking} ranking, {protocol} evaluation)", METRICS)
     use_paper = ranking == PAPER_RANKING
@@ -768,7 +825,8 @@ def main(argv: list[str] | None = None) -> int:
         for protocol in SUMMARY_PROTOCOLS:
             tables = [table2(sv, ranking, protocol, paper, absent), table3(sv, ranking, protocol, paper, absent),
                       table4(values, ok, ranking, protocol, paper, absent), table6(sv, ranking, protocol, paper),
-                      item_table(sv, ranking, protocol)]
+                      item_table(sv, ranking, protocol), settings_table(sv, ranking, protocol, "random"),
+                      settings_table(sv, ranking, protocol, "farzi")]
             for t in tables:
                 if not t.rows:
                     continue

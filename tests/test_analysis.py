@@ -377,6 +377,55 @@ def test_item_table_sets_trainable_beside_frozen_per_method(tmp_path):
     assert "31.00 ± 1.00" in td3_row and "36.00" not in t3   # Table 3 holds the frozen runs only
 
 
+def test_settings_table_tests_each_setting_against_random_and_td3_against_farzi(tmp_path):
+    """Outer-loop settings (issue 17's small-data defaults): every TD3 and Farzi setting at a
+    size where one departs from the usual, marked against Random; TD3 against Farzi at the
+    same setting (Farzi has no ranks: TD3's d1/d2 are set aside to match); nothing of it in
+    Table 3."""
+    root = tmp_path / "runs"
+    random, td3, td3_long, farzi_long = ({0: 0.20, 1: 0.22, 2: 0.21}, {0: 0.18, 1: 0.19, 2: 0.17},
+                                         {0: 0.25, 1: 0.27, 2: 0.26}, {0: 0.20, 1: 0.23, 2: 0.21})
+
+    def setting(run_dir, **outer):
+        record = json.loads((run_dir / "record.json").read_text())
+        record["config"]["distill"]["outer"].update(outer)
+        record["config"]["summary"].update(d1=16, d2=16) if run_dir.name.startswith("td3") else None
+        (run_dir / "record.json").write_text(json.dumps(record))
+
+    for s in range(3):
+        write_run(root, f"random-{s}", "random", "magazine-2018", "30x20", s, {("recbole100", "NDCG@10"): random[s]})
+        write_run(root, f"usual-td3-{s}", "td3", "magazine-2018", "30x20", s, {("recbole100", "NDCG@10"): td3[s]})
+        write_run(root, f"usual-farzi-{s}", "farzi", "magazine-2018", "30x20", s, {("recbole100", "NDCG@10"): 0.1})
+        write_run(root, f"usual-td3-10-{s}", "td3", "magazine-2018", "10x10", s, {("recbole100", "NDCG@10"): 0.1})
+        setting(write_run(root, f"td3-long-{s}", "td3", "magazine-2018", "30x20", s,
+                          {("recbole100", "NDCG@10"): td3_long[s]}), min_steps=450, lr=0.1)
+        setting(write_run(root, f"farzi-long-{s}", "farzi", "magazine-2018", "30x20", s,
+                          {("recbole100", "NDCG@10"): farzi_long[s]}), min_steps=450, lr=0.1)
+    out = tmp_path / "tables"
+    make_tables("--results", root, "--out", out)
+
+    def ndcg10(name):
+        table = (out / f"{name}_recbole100_scratch.md").read_text()
+        return {(cells[0].lstrip("| "), cells[1]): cells[6] for cells in (line.split(" | ") for line in table.splitlines())
+                if len(cells) > 6 and cells[1]}
+    against_random = ndcg10("table_settings")
+    assert set(against_random) == {("magazine-2018 30x20", r) for r in (
+        "Random", "Farzi", "Farzi (outer_lr=0.1 min_steps=450)", "TD3",
+        "TD3 (d1=16 d2=16 outer_lr=0.1 min_steps=450)")}   # 10x10 has no other setting: not shown
+    # paired over seeds: TD3 long - Random = 5, 5, 5 points exactly: no spread, no test
+    assert against_random[("magazine-2018 30x20", "TD3 (d1=16 d2=16 outer_lr=0.1 min_steps=450)")] == "<u>**26.00 ± 1.00**</u>"
+    # differences -2, -3, -4: t = -5.20, p = 0.035
+    assert against_random[("magazine-2018 30x20", "TD3")] == "18.00 ± 1.00*"
+    against_farzi = ndcg10("table_settings_farzi")
+    # TD3 long - Farzi long: 5, 4, 5 points: t = 14.0, p = 0.005
+    assert against_farzi == {("magazine-2018 30x20", "Farzi (outer_lr=0.1 min_steps=450)"): "21.33 ± 1.53",
+                             ("magazine-2018 30x20", "TD3 (d1=16 d2=16 outer_lr=0.1 min_steps=450)"): "<u>**26.00 ± 1.00**</u>**",
+                             ("magazine-2018 30x20", "Farzi"): "10.00 ± 0.00",
+                             ("magazine-2018 30x20", "TD3"): "<u>18.00 ± 1.00</u>**"}  # 8, 9, 7 points
+    t3 = (out / "table3_recbole100_scratch.md").read_text()
+    assert "26.00" not in t3 and "21.33" not in t3
+
+
 def test_an_empty_results_root_is_one_clear_error_and_writes_nothing(tmp_path):
     empty, out = tmp_path / "empty", tmp_path / "tables"
     empty.mkdir()
