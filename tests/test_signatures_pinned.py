@@ -52,111 +52,121 @@ CASES = {
     "ml-100k random": ["dataset=ml-100k", "method=random"],
     "ml-100k longest": ["dataset=ml-100k", "method=longest"],
     "ml-100k full": ["dataset=ml-100k", "method=full"],
+    # Table 2's and 3's runs: the reference scripts' settings (tuning=none)
     "magazine-2018 td3 10x10": ["dataset=magazine-2018", "summary.mu=10", "summary.zeta=10",
-                                "distill.inner.batch_size=10"],
-    "magazine-2018 farzi": ["dataset=magazine-2018", "method=farzi"],
-    "magazine-2018 random": ["dataset=magazine-2018", "method=random"],
+                                "distill.inner.batch_size=10", "tuning=none"],
+    "magazine-2018 farzi": ["dataset=magazine-2018", "method=farzi", "tuning=none"],
+    "magazine-2018 random": ["dataset=magazine-2018", "method=random", "tuning=none"],
+    # td3's own settings for the dataset (conf/tuning/magazine-2018.yaml)
+    "magazine-2018 td3 tuned": ["dataset=magazine-2018"],
     "ml-1m-slice td3": ["dataset=ml-1m-slice", "summary.mu=200", "summary.zeta=50"],
     "ml-1m-slice longest": ["dataset=ml-1m-slice", "summary.mu=200", "summary.zeta=50", "method=longest"],
     "ml-1m-slice full": ["dataset=ml-1m-slice", "summary.mu=200", "summary.zeta=50", "method=full"],
 }
 
 # Computed at commit 9cfb9f0, before issue 16's refactoring; config_sha256 re-pinned when
-# distill.learners was added (a key at its neutral value: no signature moved).
+# distill.learners and then distill.outer.min_steps were added (keys at their neutral value:
+# no signature moved); the magazine-2018 cases given tuning=none when conf/tuning/ came (the
+# same signatures), and "magazine-2018 td3 tuned" pinned then.
 PINNED = {
     'defaults': dict(
         signature='0f638a7930d4', run_dir='synthetic-td3-20x20-0f638a7930d4',
         summary_signature='12a303716c1a', summary_dir='synthetic-td3-20x20-12a303716c1a',
-        teacher_signature='5496a8fa11fe', config_sha256='b2df35c54ad6b502'),
+        teacher_signature='5496a8fa11fe', config_sha256='6503521a7cac5374'),
     'ml-100k td3': dict(
         signature='d244c7b87716', run_dir='ml-100k-td3-30x50-d244c7b87716',
         summary_signature='3869cb027797', summary_dir='ml-100k-td3-30x50-3869cb027797',
-        teacher_signature='270c2775b8b2', config_sha256='2a60b68787663006'),
+        teacher_signature='270c2775b8b2', config_sha256='c3e29fa60b2353eb'),
     'ml-100k td3 paper': dict(
         signature='cbae468f0a29', run_dir='ml-100k-td3-30x50-cbae468f0a29',
         summary_signature='3869cb027797', summary_dir='ml-100k-td3-30x50-3869cb027797',
-        teacher_signature='270c2775b8b2', config_sha256='ccab42f786cdcddf'),
+        teacher_signature='270c2775b8b2', config_sha256='2554c2bab35a28a3'),
     'ml-100k td3 50x50': dict(
         signature='64338bacfc0f', run_dir='ml-100k-td3-50x50-64338bacfc0f',
         summary_signature='1181fa2e66f4', summary_dir='ml-100k-td3-50x50-1181fa2e66f4',
-        teacher_signature='270c2775b8b2', config_sha256='f71c34f2080aa914'),
+        teacher_signature='270c2775b8b2', config_sha256='dde0eede264133bf'),
     'ml-100k td3 25x150': dict(
         signature='90a611817b45', run_dir='ml-100k-td3-25x150-90a611817b45',
         summary_signature='cf9dca85813a', summary_dir='ml-100k-td3-25x150-cf9dca85813a',
-        teacher_signature='29aec52370de', config_sha256='4c2c7836503e8c4c'),
+        teacher_signature='29aec52370de', config_sha256='2e7f44500357f87a'),
     'ml-100k td3 ranks 16': dict(
         signature='555a58be09fd', run_dir='ml-100k-td3-50x50-555a58be09fd',
         summary_signature='31d6e0b20dbc', summary_dir='ml-100k-td3-50x50-31d6e0b20dbc',
-        teacher_signature='270c2775b8b2', config_sha256='677336a48b2522c4'),
+        teacher_signature='270c2775b8b2', config_sha256='3fd23b107e68b231'),
     'ml-100k td3 seed 1': dict(
         signature='ce32207b7a9a', run_dir='ml-100k-td3-30x50-ce32207b7a9a',
         summary_signature='6c6f7d09c818', summary_dir='ml-100k-td3-30x50-6c6f7d09c818',
-        teacher_signature='270c2775b8b2', config_sha256='1375706fb4f322f6'),
+        teacher_signature='270c2775b8b2', config_sha256='b03a8562c9c1fb76'),
     'ml-100k td3 trainable': dict(
         signature='55262e656f36', run_dir='ml-100k-td3-30x50-55262e656f36',
         summary_signature='99f6c1c24b9a', summary_dir='ml-100k-td3-30x50-99f6c1c24b9a',
-        teacher_signature='270c2775b8b2', config_sha256='b8533684dad0e4a5'),
+        teacher_signature='270c2775b8b2', config_sha256='6276701eee4f3298'),
     'ml-100k td3 authors_code': dict(
         signature='ad86c1506094', run_dir='ml-100k-td3-30x50-ad86c1506094',
         summary_signature='f8bfeffa2043', summary_dir='ml-100k-td3-30x50-f8bfeffa2043',
-        teacher_signature='270c2775b8b2', config_sha256='aaffc395779b011b'),
+        teacher_signature='270c2775b8b2', config_sha256='f2e7dc84e24d932f'),
     'ml-100k td3 quick': dict(
         signature='e6be4cc7bad5', run_dir='ml-100k-td3-30x50-e6be4cc7bad5',
         summary_signature='a4df8415098b', summary_dir='ml-100k-td3-30x50-a4df8415098b',
-        teacher_signature='b47c5b39339f', config_sha256='909da310ec0a56a0'),
+        teacher_signature='b47c5b39339f', config_sha256='bd06aa1e4ec38645'),
     'ml-100k td3 no_fsa': dict(
         signature='a7530f0d1d82', run_dir='ml-100k-td3-50x50-a7530f0d1d82',
         summary_signature='22ab35f25176', summary_dir='ml-100k-td3-50x50-22ab35f25176',
-        teacher_signature='270c2775b8b2', config_sha256='b39918d078201440'),
+        teacher_signature='270c2775b8b2', config_sha256='a33f43a3e9c2adbe'),
     'ml-100k td3 4 learners': dict(
         signature='ffcd1ac6928f', run_dir='ml-100k-td3-50x50-ffcd1ac6928f',
         summary_signature='1181fa2e66f4', summary_dir='ml-100k-td3-50x50-1181fa2e66f4',
-        teacher_signature='270c2775b8b2', config_sha256='5ec1feac4fa935cc'),
+        teacher_signature='270c2775b8b2', config_sha256='076d7f8d571d8bbd'),
     'ml-100k td3 several learners': dict(
         signature='5c35ce13a9ce', run_dir='ml-100k-td3-50x50-5c35ce13a9ce',
         summary_signature='972c70af9a60', summary_dir='ml-100k-td3-50x50-972c70af9a60',
-        teacher_signature='270c2775b8b2', config_sha256='1baf306836ea5c05'),
+        teacher_signature='270c2775b8b2', config_sha256='4f9739a72f379a0a'),
     'ml-100k farzi': dict(
         signature='48b1969a330f', run_dir='ml-100k-farzi-30x50-48b1969a330f',
         summary_signature='4a823ba39b9d', summary_dir='ml-100k-farzi-30x50-4a823ba39b9d',
-        teacher_signature='270c2775b8b2', config_sha256='20595ccd3d4b3376'),
+        teacher_signature='270c2775b8b2', config_sha256='4d321aea2d23c8e5'),
     'ml-100k random': dict(
         signature='0ad8247b1392', run_dir='ml-100k-random-30x50-0ad8247b1392',
         summary_signature='96a1ab80d033', summary_dir='ml-100k-random-30x50-96a1ab80d033',
-        teacher_signature='270c2775b8b2', config_sha256='4377beca12545ada'),
+        teacher_signature='270c2775b8b2', config_sha256='5d01f7c28c4f31a7'),
     'ml-100k longest': dict(
         signature='bec7bc796bd8', run_dir='ml-100k-longest-30x50-bec7bc796bd8',
         summary_signature='8d64f0e64e4f', summary_dir='ml-100k-longest-30x50-8d64f0e64e4f',
-        teacher_signature='270c2775b8b2', config_sha256='bd1106824efb625f'),
+        teacher_signature='270c2775b8b2', config_sha256='29a35ea01c9d01cc'),
     'ml-100k full': dict(
         signature='c324ab98ee4c', run_dir='ml-100k-full-30x50-c324ab98ee4c',
         summary_signature='2a74886f4cf3', summary_dir='ml-100k-full-30x50-2a74886f4cf3',
-        teacher_signature='270c2775b8b2', config_sha256='52567883af877f8f'),
+        teacher_signature='270c2775b8b2', config_sha256='206677b9838d2fb1'),
     'magazine-2018 td3 10x10': dict(
         signature='97f934055b7a', run_dir='magazine-2018-td3-10x10-97f934055b7a',
         summary_signature='a90ed0d9df8b', summary_dir='magazine-2018-td3-10x10-a90ed0d9df8b',
-        teacher_signature='b2d83b1070ab', config_sha256='3182174c1c76118b'),
+        teacher_signature='b2d83b1070ab', config_sha256='344940193f3cbb01'),
     'magazine-2018 farzi': dict(
         signature='d873b7b0f5dc', run_dir='magazine-2018-farzi-30x20-d873b7b0f5dc',
         summary_signature='723a2fc8926d', summary_dir='magazine-2018-farzi-30x20-723a2fc8926d',
-        teacher_signature='4c45117e1018', config_sha256='b8de7eed2b911cc4'),
+        teacher_signature='4c45117e1018', config_sha256='01fc90aff6312427'),
     'magazine-2018 random': dict(
         signature='23184f93aab5', run_dir='magazine-2018-random-30x20-23184f93aab5',
         summary_signature='d10fe8fb7f16', summary_dir='magazine-2018-random-30x20-d10fe8fb7f16',
-        teacher_signature='4c45117e1018', config_sha256='420a3280fb790af8'),
+        teacher_signature='4c45117e1018', config_sha256='15f0fc0e38f8643d'),
+    'magazine-2018 td3 tuned': dict(
+        signature='431cd2bf3065', run_dir='magazine-2018-td3-30x20-431cd2bf3065',
+        summary_signature='fc614a748060', summary_dir='magazine-2018-td3-30x20-fc614a748060',
+        teacher_signature='4c45117e1018', config_sha256='99a04642e8e76960'),
     'ml-1m-slice td3': dict(
         signature='1758a55b05da', run_dir='ml-1m-slice-td3-200x50-1758a55b05da',
         summary_signature='09a7abbbbdae', summary_dir='ml-1m-slice-td3-200x50-09a7abbbbdae',
-        teacher_signature='a8d69d40ce1a', config_sha256='130d68957ea74fed'),
+        teacher_signature='a8d69d40ce1a', config_sha256='91b88973caaf9dfa'),
     'ml-1m-slice longest': dict(
         signature='fa71a1a61bfd', run_dir='ml-1m-slice-longest-200x50-fa71a1a61bfd',
         summary_signature='89707c2465a7', summary_dir='ml-1m-slice-longest-200x50-89707c2465a7',
-        teacher_signature='a8d69d40ce1a', config_sha256='93716c4241019af5'),
+        teacher_signature='a8d69d40ce1a', config_sha256='f8d5640fc42877cd'),
     'ml-1m-slice full': dict(
         signature='7d15b031cbf0', run_dir='ml-1m-slice-full-200x50-7d15b031cbf0',
         summary_signature='9dda4424a117', summary_dir='ml-1m-slice-full-200x50-9dda4424a117',
-        teacher_signature='a8d69d40ce1a', config_sha256='b0a6470ecdcf09c4'),
+        teacher_signature='a8d69d40ce1a', config_sha256='10c78fd97c2f42d0'),
 }
+PUBLISHED_CASES = ('ml-100k td3', 'ml-100k td3 paper', 'ml-100k td3 50x50', 'ml-100k td3 25x150', 'ml-100k td3 ranks 16', 'ml-100k td3 seed 1', 'ml-100k td3 trainable', 'ml-100k td3 no_fsa', 'ml-100k td3 4 learners', 'ml-100k td3 several learners', 'ml-100k farzi', 'ml-100k random', 'ml-100k longest', 'ml-100k full', 'magazine-2018 td3 10x10', 'magazine-2018 farzi', 'magazine-2018 random', 'ml-1m-slice td3', 'ml-1m-slice longest', 'ml-1m-slice full')
 
 #: Cases that are published runs: their pinned directory must be in results/paper/distill.
 PUBLISHED_CASES = (
