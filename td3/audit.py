@@ -233,6 +233,7 @@ class Audit:
         from .grid import expand
         from .layout import distillation
         from .config import compose_config
+        from .sweep import ledger_entry
 
         c = self.check("grid")
         for multirun in sorted((self.root / "sweeps").glob("*/*/multirun.yaml")):
@@ -244,14 +245,26 @@ class Audit:
             except Exception as exc:  # noqa: BLE001
                 c.failures.append(f"{multirun.parent}: the grid cannot be expanded ({exc})")
                 continue
+            moved = 0
             for job in jobs:
                 c.checked += 1
                 cfg = compose_config(job)
                 cfg["results_dir"] = str(self.root)
                 run_dir = distillation(cfg).dir
+                entry = ledger_entry(multirun.parent, job)
+                if entry and entry.get("run_dir"):
+                    # the run the sweep launched for this point, named by its config's signature
+                    # when it ran: a default changed since would compose the point into another
+                    launched = self.root / "distill" / Path(entry["run_dir"]).name
+                    moved += launched.name != run_dir.name
+                    run_dir = launched
                 if not records.is_complete(run_dir, verify=False):  # seals: the "sealed" check
                     c.failures.append(f"{multirun.parent.parent.name}: grid point {' '.join(job)} has no complete "
                                       f"record ({run_dir.name})")
+            if moved:
+                c.warnings.append(f"{multirun.parent}: {moved} of {len(jobs)} grid points compose today into runs "
+                                  f"other than the ones the sweep ran (a default changed since): relaunching "
+                                  f"this sweep as it was would run them again")
 
     # -------------------------------------------------------------- reruns
     def rerun(self, k: int, seed: int, tolerance: float) -> None:

@@ -86,3 +86,25 @@ def test_audit_fails_on_a_missing_run(sweep, tmp_path):
     assert proc.returncode == 1, proc.stdout[-2000:]
     assert "FAIL grid: smoke: grid point" in proc.stdout and gone.name in proc.stdout, proc.stdout[-3000:]
     assert multirun.is_file()
+
+
+@pytest.mark.slow
+def test_the_grid_check_follows_the_runs_a_sweep_ran(sweep, tmp_path):
+    """A grid point is checked against the run its sweep launched (the ledger names it), not
+    against what its overrides compose into today: a default changed after the sweep (here
+    played by a run directory whose name no longer matches the composition) is a warning
+    about relaunching, not a missing run."""
+    root, env = copy(sweep, tmp_path)
+    moved = next((root / "runs" / "distill").glob("*random*"))
+    other = moved.with_name(moved.name.rsplit("-", 1)[0] + "-000000000000")
+    moved.rename(other)
+    entry_path = next(p for p in (root / "runs" / "sweeps").glob("smoke/*/jobs/*.json")
+                      if Path(json.loads(p.read_text())["run_dir"]).name == moved.name)
+    entry = json.loads(entry_path.read_text())
+    entry["run_dir"] = str(other)
+    entry_path.write_text(json.dumps(entry))
+    proc = audit(root / "runs", env)
+    lines = proc.stdout.splitlines()
+    assert any(line.split()[:4] == ["grid", "WARN", "4", "1"] for line in lines), proc.stdout[-3000:]
+    assert "1 of " in proc.stdout and "compose today into runs other than the ones the sweep ran" in proc.stdout
+    assert not any(line.startswith("FAIL grid") for line in lines)
