@@ -751,7 +751,7 @@ def problems(runs: pd.DataFrame, results: Path, all_runs: pd.DataFrame) -> pd.Da
 # --------------------------------------------------------------------- main
 #: Files make_tables writes (and removes from --out before writing, so none is stale).
 OUTPUT_PATTERNS = ("table*.md", "table*.tex", "table*.csv", "figure4_*.png", "tables.md", "problems.md",
-                   "problems.csv", "all_tables.csv", "manifest.json")
+                   "problems.csv", "all_tables.csv", "all_tables.csv.gz", "manifest.json")
 CSV_FLOAT = "%.10g"   # ten significant digits: a last-bit change in a library does not change the file
 
 
@@ -861,7 +861,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "problems.md").write_text("\n".join(lines) + "\n")
     md.append("\n".join(lines) + "\n")
     if frames:
-        pd.concat(frames, ignore_index=True).to_csv(out / "all_tables.csv", index=False, float_format=CSV_FLOAT)
+        # gzip (mtime 0: the same bytes every time): every table's rows, several MB as text
+        pd.concat(frames, ignore_index=True).to_csv(out / "all_tables.csv.gz", index=False, float_format=CSV_FLOAT,
+                                                    compression={"method": "gzip", "mtime": 0})
     (out / "tables.md").write_text("\n".join(md))
     files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())
              if p.is_file() and p.name != "manifest.json" and any(p.match(pat) for pat in OUTPUT_PATTERNS)}
