@@ -35,8 +35,8 @@ from outer_step import RandomTeacher  # noqa: E402
 from td3.device import prepare_cuda  # noqa: E402
 
 SETTINGS = {
-    "ml-100k": ["dataset=ml-100k"],
-    "ml-1m-slice": ["dataset=ml-1m-slice", "summary.mu=200"],
+    "ml-100k": ["dataset=ml-100k", "tuning=none"],
+    "ml-1m-slice": ["dataset=ml-1m-slice", "summary.mu=200", "tuning=none"],
 }
 EXIT_NO_GPU = 2
 MB = 2 ** 20

@@ -2,9 +2,9 @@
 
     TD3_DATA_MIRROR=../shared/datasets python benchmarks/outer_step.py [--steps 12] [overrides...]
 
-At the reference settings (docs/method.md, "Settings per dataset"; issue 3): μ×ζ = 30×50,
-d1 = d2 = 8, SASRec hidden 32, learner batch 15, N = 200, W = 40, real batch 4096 next-item
-examples. M ~ U(W, N) varies per step, so the median over ≥10 steps is reported (seeded:
+At the reference settings (docs/method.md, "Settings per dataset"; issue 3; ``tuning=none``:
+the inner item table frozen): μ×ζ = 30×50, d1 = d2 = 8, SASRec hidden 32, learner batch 15,
+N = 200, W = 40, real batch 4096 next-item examples. M ~ U(W, N) varies per step, so the median over ≥10 steps is reported (seeded:
 the same Ms every time).
 The speed of a step does not depend on the values of the teacher's weights, so the teacher
 and the one-checkpoint init pool are freshly initialised SASRecs: no full-data training
@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = compose_config(["dataset=ml-100k", *args.overrides])
+    cfg = compose_config(["dataset=ml-100k", "tuning=none", *args.overrides])  # the reference settings
     RunConfig.of(cfg).check()
     data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
     torch.manual_seed(0)

@@ -33,25 +33,26 @@ RESULTS_ROOT = "/td3-results"
 #: Command lines of ``python -m td3.distill`` (a sweep's grid point is one too).
 CASES = {
     "defaults": [],
-    "ml-100k td3": ["dataset=ml-100k"],
-    "ml-100k td3 paper": ["dataset=ml-100k", "evaluation.protocol=paper"],
-    "ml-100k td3 50x50": ["dataset=ml-100k", "summary.mu=50", "summary.zeta=50"],
-    "ml-100k td3 25x150": ["dataset=ml-100k", "summary.mu=25", "summary.zeta=150"],
-    "ml-100k td3 ranks 16": ["dataset=ml-100k", "summary.mu=50", "summary.zeta=50", "summary.d1=16", "summary.d2=16"],
-    "ml-100k td3 seed 1": ["dataset=ml-100k", "seed=1"],
+    "ml-100k td3": ["dataset=ml-100k", "tuning=none"],
+    "ml-100k td3 paper": ["dataset=ml-100k", "evaluation.protocol=paper", "tuning=none"],
+    "ml-100k td3 50x50": ["dataset=ml-100k", "summary.mu=50", "summary.zeta=50", "tuning=none"],
+    "ml-100k td3 25x150": ["dataset=ml-100k", "summary.mu=25", "summary.zeta=150", "tuning=none"],
+    "ml-100k td3 ranks 16": ["dataset=ml-100k", "summary.mu=50", "summary.zeta=50", "summary.d1=16", "summary.d2=16",
+                             "tuning=none"],
+    "ml-100k td3 seed 1": ["dataset=ml-100k", "seed=1", "tuning=none"],
     "ml-100k td3 trainable": ["dataset=ml-100k", "distill.inner.embedding=trainable"],
     "ml-100k td3 authors_code": ["dataset=ml-100k", "+experiment=authors_code"],
-    "ml-100k td3 quick": ["dataset=ml-100k", "+experiment=quick"],
-    "ml-100k td3 no_fsa": ["dataset=ml-100k", "summary.mu=50", "summary.zeta=50", "+experiment=no_fsa"],
+    "ml-100k td3 quick": ["dataset=ml-100k", "+experiment=quick", "tuning=none"],
+    "ml-100k td3 no_fsa": ["dataset=ml-100k", "summary.mu=50", "summary.zeta=50", "+experiment=no_fsa", "tuning=none"],
     "ml-100k td3 4 learners": ["dataset=ml-100k", "summary.mu=50", "summary.zeta=50",
-                               "evaluation.models=[sasrec,gru4rec,narm,bert4rec]"],
+                               "evaluation.models=[sasrec,gru4rec,narm,bert4rec]", "tuning=none"],
     "ml-100k td3 several learners": ["dataset=ml-100k", "summary.mu=50", "summary.zeta=50",
                                      "evaluation.models=[sasrec,gru4rec,narm,bert4rec]",
-                                     "distill.learners=[sasrec,gru4rec,narm,bert4rec]"],
-    "ml-100k farzi": ["dataset=ml-100k", "method=farzi"],
-    "ml-100k random": ["dataset=ml-100k", "method=random"],
-    "ml-100k longest": ["dataset=ml-100k", "method=longest"],
-    "ml-100k full": ["dataset=ml-100k", "method=full"],
+                                     "distill.learners=[sasrec,gru4rec,narm,bert4rec]", "tuning=none"],
+    "ml-100k farzi": ["dataset=ml-100k", "method=farzi", "tuning=none"],
+    "ml-100k random": ["dataset=ml-100k", "method=random", "tuning=none"],
+    "ml-100k longest": ["dataset=ml-100k", "method=longest", "tuning=none"],
+    "ml-100k full": ["dataset=ml-100k", "method=full", "tuning=none"],
     # Table 2's and 3's runs: the reference scripts' settings (tuning=none)
     "magazine-2018 td3 10x10": ["dataset=magazine-2018", "summary.mu=10", "summary.zeta=10",
                                 "distill.inner.batch_size=10", "tuning=none"],
@@ -59,15 +60,18 @@ CASES = {
     "magazine-2018 random": ["dataset=magazine-2018", "method=random", "tuning=none"],
     # td3's own settings for the dataset (conf/tuning/magazine-2018.yaml)
     "magazine-2018 td3 tuned": ["dataset=magazine-2018"],
-    "ml-1m-slice td3": ["dataset=ml-1m-slice", "summary.mu=200", "summary.zeta=50"],
-    "ml-1m-slice longest": ["dataset=ml-1m-slice", "summary.mu=200", "summary.zeta=50", "method=longest"],
-    "ml-1m-slice full": ["dataset=ml-1m-slice", "summary.mu=200", "summary.zeta=50", "method=full"],
+    "ml-1m-slice td3": ["dataset=ml-1m-slice", "summary.mu=200", "summary.zeta=50", "tuning=none"],
+    "ml-1m-slice longest": ["dataset=ml-1m-slice", "summary.mu=200", "summary.zeta=50", "method=longest",
+                            "tuning=none"],
+    "ml-1m-slice full": ["dataset=ml-1m-slice", "summary.mu=200", "summary.zeta=50", "method=full", "tuning=none"],
 }
 
 # Computed at commit 9cfb9f0, before issue 16's refactoring; config_sha256 re-pinned when
 # distill.learners and then distill.outer.min_steps were added (keys at their neutral value:
 # no signature moved); the magazine-2018 cases given tuning=none when conf/tuning/ came (the
-# same signatures), and "magazine-2018 td3 tuned" pinned then.
+# same signatures), and "magazine-2018 td3 tuned" pinned then; when td3's default inner item
+# table became trainable, the cases of the replication's runs were given tuning=none (their
+# settings: the same signatures) and "magazine-2018 td3 tuned" re-pinned (now trainable).
 PINNED = {
     'defaults': dict(
         signature='0f638a7930d4', run_dir='synthetic-td3-20x20-0f638a7930d4',
@@ -150,9 +154,9 @@ PINNED = {
         summary_signature='d10fe8fb7f16', summary_dir='magazine-2018-random-30x20-d10fe8fb7f16',
         teacher_signature='4c45117e1018', config_sha256='15f0fc0e38f8643d'),
     'magazine-2018 td3 tuned': dict(
-        signature='431cd2bf3065', run_dir='magazine-2018-td3-30x20-431cd2bf3065',
-        summary_signature='fc614a748060', summary_dir='magazine-2018-td3-30x20-fc614a748060',
-        teacher_signature='4c45117e1018', config_sha256='99a04642e8e76960'),
+        signature='d63a6a904ed4', run_dir='magazine-2018-td3-30x20-d63a6a904ed4',
+        summary_signature='bb77cdf93755', summary_dir='magazine-2018-td3-30x20-bb77cdf93755',
+        teacher_signature='4c45117e1018', config_sha256='8ea975fdd11bf15b'),
     'ml-1m-slice td3': dict(
         signature='1758a55b05da', run_dir='ml-1m-slice-td3-200x50-1758a55b05da',
         summary_signature='09a7abbbbdae', summary_dir='ml-1m-slice-td3-200x50-09a7abbbbdae',
@@ -166,6 +170,7 @@ PINNED = {
         summary_signature='9dda4424a117', summary_dir='ml-1m-slice-full-200x50-9dda4424a117',
         teacher_signature='a8d69d40ce1a', config_sha256='10c78fd97c2f42d0'),
 }
+PUBLISHED_CASES = ('ml-100k td3', 'ml-100k td3 paper', 'ml-100k td3 50x50', 'ml-100k td3 25x150', 'ml-100k td3 ranks 16', 'ml-100k td3 seed 1', 'ml-100k td3 trainable', 'ml-100k td3 no_fsa', 'ml-100k td3 4 learners', 'ml-100k td3 several learners', 'ml-100k farzi', 'ml-100k random', 'ml-100k longest', 'ml-100k full', 'magazine-2018 td3 10x10', 'magazine-2018 farzi', 'magazine-2018 random', 'ml-1m-slice td3', 'ml-1m-slice longest', 'ml-1m-slice full')
 PUBLISHED_CASES = ('ml-100k td3', 'ml-100k td3 paper', 'ml-100k td3 50x50', 'ml-100k td3 25x150', 'ml-100k td3 ranks 16', 'ml-100k td3 seed 1', 'ml-100k td3 trainable', 'ml-100k td3 no_fsa', 'ml-100k td3 4 learners', 'ml-100k td3 several learners', 'ml-100k farzi', 'ml-100k random', 'ml-100k longest', 'ml-100k full', 'magazine-2018 td3 10x10', 'magazine-2018 farzi', 'magazine-2018 random', 'ml-1m-slice td3', 'ml-1m-slice longest', 'ml-1m-slice full')
 
 #: Cases that are published runs: their pinned directory must be in results/paper/distill.
@@ -252,7 +257,7 @@ def test_pinned_published_cases_are_on_disk(case):
 def test_a_sweeps_grid_point_is_the_same_run_as_its_command_line(results_root):
     """``+sweep=<name>`` adds the sweep's name (a NON_RESULT key) and its grid: no other change."""
     point = ["dataset=ml-100k", "summary.mu=30", "summary.zeta=50", "method=td3", "evaluation.protocol=scratch",
-             "seed=0"]
+             "seed=0", "tuning=none"]
     in_sweep, alone = compose([*point, "+sweep=table3"]), compose(point)
     assert in_sweep["sweep"] == {"name": "table3"}
     assert identity(in_sweep)["signature"] == identity(alone)["signature"] == PINNED["ml-100k td3"]["signature"]
