@@ -236,6 +236,16 @@ class Audit:
         from .sweep import ledger_entry
 
         c = self.check("grid")
+        # every ledger's runs by their grid point: a point a later relaunch of the sweep ran
+        # is in that relaunch's ledger, not in the first one's
+        launched: dict[tuple, set[str]] = {}
+        for entry_path in (self.root / "sweeps").glob("*/*/jobs/*.json"):
+            try:
+                entry = json.loads(entry_path.read_text())
+            except (OSError, ValueError):
+                continue
+            if entry.get("run_dir"):
+                launched.setdefault(tuple(sorted(entry.get("overrides") or [])), set()).add(Path(entry["run_dir"]).name)
         for multirun in sorted((self.root / "sweeps").glob("*/*/multirun.yaml")):
             sweep = OmegaConf.to_container(OmegaConf.load(multirun), resolve=False)
             sweeper = sweep["hydra"].get("sweeper") or {}
@@ -252,12 +262,16 @@ class Audit:
                 cfg["results_dir"] = str(self.root)
                 run_dir = distillation(cfg).dir
                 entry = ledger_entry(multirun.parent, job)
-                if entry and entry.get("run_dir"):
-                    # the run the sweep launched for this point, named by its config's signature
-                    # when it ran: a default changed since would compose the point into another
-                    launched = self.root / "distill" / Path(entry["run_dir"]).name
-                    moved += launched.name != run_dir.name
-                    run_dir = launched
+                names = ([Path(entry["run_dir"]).name] if entry and entry.get("run_dir")
+                         else sorted(launched.get(tuple(sorted(job)), ())))
+                # the run the sweep (or a relaunch of it) made for this point, named by its
+                # config's signature when it ran: a default changed since composes the point
+                # into another
+                done = [n for n in names if records.is_complete(self.root / "distill" / n, verify=False)]
+                if names:
+                    ran = self.root / "distill" / (done[0] if done else names[0])
+                    moved += ran.name != run_dir.name
+                    run_dir = ran
                 if not records.is_complete(run_dir, verify=False):  # seals: the "sealed" check
                     c.failures.append(f"{multirun.parent.parent.name}: grid point {' '.join(job)} has no complete "
                                       f"record ({run_dir.name})")
