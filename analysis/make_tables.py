@@ -457,8 +457,9 @@ def table4(values: pd.DataFrame, runs: pd.DataFrame, ranking: str, protocol: str
             if td3.empty:
                 continue
             group = f"{dataset} {MODEL_LABELS[model]}"
-            # one row per size and per set of distilling learners (the run's model alone: no label)
-            td3 = td3.assign(learners=td3["variant"].str.extract(r"(learners=\S+)", expand=False).fillna(""))
+            # one row per size and per variant: the set of distilling learners (the run's model
+            # alone: no label), and any other setting the run departs in
+            td3 = td3.assign(learners=td3["variant"])
             full_row, td3_rows = RowValues(full, [], cols), RowValues(td3, ["size", "learners"], cols)
             keys = sorted(td3.groupby(["size", "learners"]).groups, key=lambda k: (k[0], k[1]))
             for size in sorted(td3["size"].unique()):
@@ -475,7 +476,7 @@ def table4(values: pd.DataFrame, runs: pd.DataFrame, ranking: str, protocol: str
                           paper=paper.cells("table4", dataset, size, "TD3", MODEL_LABELS[model])
                           if use_paper and not learners else None)
     if any((row.get("extra") or {}).get("variant") for row in t.rows):
-        t.title = t.title[:-1] + "; learners=...: a summary distilled through several learners)"
+        t.title = t.title[:-1] + "; learners=...: a summary distilled through several learners; other labels: the settings a summary departs in)"
     if use_paper:
         for model in MODEL_LABELS.values():
             not_run_rows(t, paper, absent, model=model)
