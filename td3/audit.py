@@ -228,55 +228,24 @@ class Audit:
                     c.warnings.append(f"{d}: an unfinished summary (its distillation did not complete)")
 
     def check_grid(self) -> None:
-        from omegaconf import OmegaConf
-
-        from .grid import expand
-        from .layout import distillation
-        from .config import compose_config
-        from .sweep import ledger_entry
+        from .sweep import grid_runs, ledger_index
 
         c = self.check("grid")
-        # every ledger's runs by their grid point: a point a later relaunch of the sweep ran
-        # is in that relaunch's ledger, not in the first one's
-        launched: dict[tuple, set[str]] = {}
-        for entry_path in (self.root / "sweeps").glob("*/*/jobs/*.json"):
-            try:
-                entry = json.loads(entry_path.read_text())
-            except (OSError, ValueError):
-                continue
-            if entry.get("run_dir"):
-                launched.setdefault(tuple(sorted(entry.get("overrides") or [])), set()).add(Path(entry["run_dir"]).name)
+        index = ledger_index(self.root)
         for multirun in sorted((self.root / "sweeps").glob("*/*/multirun.yaml")):
-            sweep = OmegaConf.to_container(OmegaConf.load(multirun), resolve=False)
-            sweeper = sweep["hydra"].get("sweeper") or {}
-            task = list(sweep["hydra"].get("overrides", {}).get("task", []))
             try:
-                jobs = expand(sweeper.get("params"), sweeper.get("grid"), task)
+                points = grid_runs(multirun.parent, self.root, index)
             except Exception as exc:  # noqa: BLE001
                 c.failures.append(f"{multirun.parent}: the grid cannot be expanded ({exc})")
                 continue
-            moved = 0
-            for job in jobs:
+            for job, run_dir, _ in points:
                 c.checked += 1
-                cfg = compose_config(job)
-                cfg["results_dir"] = str(self.root)
-                run_dir = distillation(cfg).dir
-                entry = ledger_entry(multirun.parent, job)
-                names = ([Path(entry["run_dir"]).name] if entry and entry.get("run_dir")
-                         else sorted(launched.get(tuple(sorted(job)), ())))
-                # the run the sweep (or a relaunch of it) made for this point, named by its
-                # config's signature when it ran: a default changed since composes the point
-                # into another
-                done = [n for n in names if records.is_complete(self.root / "distill" / n, verify=False)]
-                if names:
-                    ran = self.root / "distill" / (done[0] if done else names[0])
-                    moved += ran.name != run_dir.name
-                    run_dir = ran
                 if not records.is_complete(run_dir, verify=False):  # seals: the "sealed" check
                     c.failures.append(f"{multirun.parent.parent.name}: grid point {' '.join(job)} has no complete "
                                       f"record ({run_dir.name})")
+            moved = sum(m for _, _, m in points)
             if moved:
-                c.warnings.append(f"{multirun.parent}: {moved} of {len(jobs)} grid points compose today into runs "
+                c.warnings.append(f"{multirun.parent}: {moved} of {len(points)} grid points compose today into runs "
                                   f"other than the ones the sweep ran (a default changed since): relaunching "
                                   f"this sweep as it was would run them again")
 

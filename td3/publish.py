@@ -108,25 +108,14 @@ def _link_duplicates(dst: Path) -> int:
     return linked
 
 
-def _grid_complete(sweep_dir: Path, root: Path) -> tuple[bool, str]:
-    """Whether every grid point of a sweep has a complete record under ``root``."""
-    from omegaconf import OmegaConf
+def _grid_complete(sweep_dir: Path, root: Path, index: dict) -> tuple[bool, str]:
+    """Whether every grid point of a sweep has a complete record under ``root`` (the run its
+    sweep made: ``td3.sweep.grid_runs``)."""
+    from .sweep import grid_runs
 
-    from .grid import expand
-    from .layout import distillation
-    from .config import compose_config
-
-    sweep = OmegaConf.to_container(OmegaConf.load(sweep_dir / "multirun.yaml"), resolve=False)
-    sweeper = sweep["hydra"].get("sweeper") or {}
-    task = list(sweep["hydra"].get("overrides", {}).get("task", []))
-    missing = 0
-    jobs = expand(sweeper.get("params"), sweeper.get("grid"), task)
-    for job in jobs:
-        cfg = compose_config(job)
-        cfg["results_dir"] = str(root)
-        if not records.is_complete(distillation(cfg).dir, verify=False):
-            missing += 1
-    return missing == 0, f"{missing} of {len(jobs)} grid points without a complete record"
+    points = grid_runs(sweep_dir, root, index)
+    missing = sum(not records.is_complete(run_dir, verify=False) for _, run_dir, _ in points)
+    return missing == 0, f"{missing} of {len(points)} grid points without a complete record"
 
 
 def publish(src: Path, dst: Path) -> dict:
@@ -174,8 +163,11 @@ def publish(src: Path, dst: Path) -> dict:
             path = src / "summaries" / name / file
             if path.is_file():
                 counts["files"] += _copy(path, dst / "summaries" / name / file)
+    from .sweep import ledger_index
+
+    index = ledger_index(src)
     for sweep_dir in sorted(p.parent for p in (src / "sweeps").glob("*/*/multirun.yaml")):
-        complete, why = _grid_complete(sweep_dir, src)
+        complete, why = _grid_complete(sweep_dir, src, index)
         if not complete:
             counts["sweeps_pending"] += 1
             print(f"not yet: sweep {sweep_dir.relative_to(src)} ({why})")

@@ -66,6 +66,53 @@ def read_ledger(sweep_dir: str | Path) -> list[dict]:
     return entries
 
 
+def ledger_index(results: str | Path) -> dict[tuple, set[str]]:
+    """Every ledger's run directory names under ``results/sweeps`` by grid point (its sorted
+    overrides): a point a relaunch of a sweep ran is in the relaunch's ledger."""
+    index: dict[tuple, set[str]] = {}
+    for path in Path(results, "sweeps").glob("*/*/jobs/*.json"):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if entry.get("run_dir"):
+            index.setdefault(tuple(sorted(entry.get("overrides") or [])), set()).add(Path(entry["run_dir"]).name)
+    return index
+
+
+def grid_runs(sweep_dir: str | Path, results: str | Path, index: dict | None = None) -> list[tuple[list[str], Path, bool]]:
+    """A recorded sweep's grid points (from its ``multirun.yaml``), each with the run
+    directory under ``results/distill`` that answers for it, and whether that run is not the
+    one the point composes into today.
+
+    The run is the one the sweep launched (its ledger entry), or a relaunch of it launched
+    (``index``, ``ledger_index``), preferring a complete one: named by the config's signature
+    when it ran. Only a point no ledger names is composed with today's defaults: a default
+    changed since the sweep ran would compose the point into another run, which a relaunch
+    of the sweep as it was would make. Raises when the grid cannot be expanded."""
+    from .config import compose_config
+    from .grid import expand
+    from .layout import distillation
+
+    sweep_dir, results = Path(sweep_dir), Path(results)
+    index = ledger_index(results) if index is None else index
+    sweep = OmegaConf.to_container(OmegaConf.load(sweep_dir / "multirun.yaml"), resolve=False)
+    sweeper = sweep["hydra"].get("sweeper") or {}
+    task = list(sweep["hydra"].get("overrides", {}).get("task", []))
+    out = []
+    for job in expand(sweeper.get("params"), sweeper.get("grid"), task):
+        cfg = compose_config(job)
+        cfg["results_dir"] = str(results)
+        today = distillation(cfg).dir
+        entry = ledger_entry(sweep_dir, job)
+        names = ([Path(entry["run_dir"]).name] if entry and entry.get("run_dir")
+                 else sorted(index.get(tuple(sorted(job)), ())))
+        done = [n for n in names if records.is_complete(results / "distill" / n, verify=False)]
+        run_dir = results / "distill" / (done or names)[0] if names else today
+        out.append((job, run_dir, run_dir.name != today.name))
+    return out
+
+
 class SweepReport(Callback):
     """After a sweep: count the outcomes, write ``summary.json``, list the failures."""
 
