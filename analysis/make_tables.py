@@ -538,18 +538,18 @@ def settings_table(sv: pd.DataFrame, ranking: str, protocol: str, against: str) 
         if not outer.loc[g.index].any():  # the item table alone: the item-table table has it
             continue
         base = sv[(sv["dataset"] == dataset) & (sv["size"] == size) & (sv["variant"] == "")]
+        random = base[base["method"] == "random"]
+        ran = set(g.groupby(["method", "variant"]).groups)
+        if random.empty if against == "random" else not any(("farzi", v) in ran for v in g["variant"].unique()):
+            continue  # nothing to compare against at this size
         group = f"{dataset} {size}"
         full = sv[(sv["dataset"] == dataset) & (sv["method"] == "full") & (sv["variant"] == "")]
         if not full.empty:
             full_row = RowValues(full, [], METRICS)
             t.add(group, "Full-Data", "full", full_row.cells(), budget=full_row.budget())
         rows = RowValues(g, ["method", "variant"], METRICS)
-        ran = set(g.groupby(["method", "variant"]).groups)
         variants = sorted({v for _, v in ran}, key=lambda v: (v != "", v))
         if against == "random":
-            random = base[base["method"] == "random"]
-            if random.empty:
-                continue
             random_row = RowValues(random, [], METRICS)
             ref = t.add(group, "Random", "random", random_row.cells(), budget=random_row.budget(), extra={"size": size})
             for method in ("farzi", "td3"):
