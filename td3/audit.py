@@ -222,9 +222,10 @@ class Audit:
         if base.is_dir():
             for d in sorted(p for p in base.iterdir() if p.is_dir()):
                 c.checked += 1
-                if d.name not in used and (d / "distill.json").exists():
+                finished = any((d / n).exists() for n in ("distill.json", "distill.json" + records.PACKED_SUFFIX))
+                if d.name not in used and finished:
                     c.warnings.append(f"{d}: a summary no run record uses")
-                elif not (d / "distill.json").exists():
+                elif not finished:
                     c.warnings.append(f"{d}: an unfinished summary (its distillation did not complete)")
 
     def check_grid(self) -> None:

@@ -41,8 +41,11 @@ from .errors import TD3Error
 from .files import atomic_path, file_sha256
 
 #: Files of a run directory that are published (the rest are checkpoints and caches).
-RUN_FILES = (records.RECORD_NAME, *records.SEALED_FILES, "run.log")
-SUMMARY_FILES = ("distill.json",)
+#: run.log stays in the sweep's own results root: published results are records, per-user
+#: metrics and summaries, under a size limit
+RUN_FILES = (records.RECORD_NAME, *records.SEALED_FILES)
+UNPUBLISHED_RUN_FILES = ("run.log",)
+SUMMARY_FILES = ("distill.json",)  # published xz-packed: the per-step history, 10x smaller
 SWEEP_FILES = ("multirun.yaml", "summary.json")
 #: Files (as stored) that several run directories hold identical copies of: published once,
 #: linked after.
@@ -143,6 +146,8 @@ def publish(src: Path, dst: Path) -> dict:
                                  f"(seal {published.get('seal')}, source {record.get('seal')}); "
                                  f"a published result is not replaced: remove it by hand if you mean to")
             counts["runs"] += 1
+            for name in UNPUBLISHED_RUN_FILES:  # published before the size limit
+                (target / name).unlink(missing_ok=True)
             # the record last: a copy interrupted midway leaves no record over missing files
             for name in sorted(RUN_FILES, key=lambda n: n == records.RECORD_NAME):
                 if not (run_dir / name).is_file():
@@ -162,7 +167,9 @@ def publish(src: Path, dst: Path) -> dict:
         for file in SUMMARY_FILES:
             path = src / "summaries" / name / file
             if path.is_file():
-                counts["files"] += _copy(path, dst / "summaries" / name / file)
+                target = dst / "summaries" / name / file
+                counts["files"] += _pack(path, target.with_name(file + records.PACKED_SUFFIX))
+                target.unlink(missing_ok=True)  # published unpacked before
     from .sweep import ledger_index
 
     index = ledger_index(src)

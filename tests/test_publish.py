@@ -41,9 +41,10 @@ def test_publish_copies_the_small_complete_part_and_audits_clean(sweep, tmp_path
     proc = publish(src, dst, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = {p.name for p in files_under(dst)}
-    assert {"record.json", "per_user.parquet.xz", "summary.pt", "summary.inter.xz", "config.json", "distill.json",
+    assert {"record.json", "per_user.parquet.xz", "summary.pt", "summary.inter.xz", "config.json", "distill.json.xz",
             "multirun.yaml"} <= names
-    assert not names & {"per_user.parquet", "summary.inter"}  # stored packed: the same bytes, xz-compressed
+    assert not names & {"per_user.parquet", "summary.inter", "distill.json"}  # stored packed: the same bytes, xz-compressed
+    assert "run.log" not in names  # stays in the sweep's own results root
     assert not names & {"best.pt", "last.pt", "state.pt"} and not list(dst.rglob("pool"))
     assert not list(dst.rglob(".submitit"))
     # complete runs only: the smoke sweep's 4, the paper-protocol run, its teacher, the random run of
