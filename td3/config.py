@@ -142,6 +142,8 @@ class Inner:
     order: str = "shuffled"          # shuffled | fixed
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    learn_lr: bool = False           # η learned with the summary, as log η (docs/method.md, "A learned inner learning rate")
+    lr_lr: float = 0.01              # the outer Adam's step on log η
 
     @property
     def frozen_embedding(self) -> bool:
@@ -159,6 +161,10 @@ class Inner:
             p.append(f"distill.inner.embedding={self.embedding!r}: expected frozen or trainable")
         if self.alt_weight < 0:
             p.append(f"distill.inner.alt_weight={self.alt_weight} must be >= 0")
+        if self.learn_lr and self.backend != "func":
+            p.append(f"distill.inner.learn_lr=true needs distill.inner.backend=func (got {self.backend!r})")
+        if self.learn_lr and not self.lr_lr > 0:
+            p.append(f"distill.inner.lr_lr={self.lr_lr} must be > 0 with distill.inner.learn_lr=true")
         if not self.lr > 0 or self.batch_size < 1:
             p.append(f"distill.inner.lr={self.lr} must be > 0 and distill.inner.batch_size={self.batch_size} >= 1")
         return p

@@ -89,16 +89,21 @@ class _Learner:
     """One inner learner of the outer steps: its module, inner loop and outer objective, its
     teacher (init pool, features, frozen item table) and where it stands."""
 
-    def __init__(self, name: str, index: int, teacher, build: Callable[[], nn.Module], x: torch.Tensor,
+    def __init__(self, name: str, index: int, teacher, build: Callable[[], nn.Module],
                  inner_cfg, frozen: bool, device: torch.device):
         self.name, self.index, self.teacher, self.build = name, index, teacher, build
         self.module = build().to(device)
         self.inner = InnerLoop(self.module, inner_cfg)
         self.objective = _OuterObjective(self.module)
         self.frozen_E = teacher.item_embedding if frozen else None
-        self.t_feats = teacher_features(teacher.model, x)  # once: the teacher is frozen
         self.pool_index: int | None = None
         self.fresh: dict[int, dict] = {}
+
+    def teacher_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's features of real windows x, computed per outer step rather than
+        kept for every window: a forward pass of the batch costs a few percent of a step,
+        and the table it replaces is (windows × ζ × d), 70 MB on the ML-1M slice."""
+        return teacher_features(self.teacher.model, x)
 
 
 @functools.lru_cache(maxsize=1)  # the same epoch's order serves all its outer steps
@@ -145,12 +150,24 @@ class BilevelEngine:
         self.learners = [
             _Learner(name, i, teachers[name], functools.partial(
                 build_model, name, data.num_items, max_len=run.max_len, **model_options(run.learner(name))),
-                self.x, d.inner, d.inner.frozen_embedding, device)
+                d.inner, d.inner.frozen_embedding, device)
             for i, name in enumerate(run.inner_learners)]
         self.learner = self.learners[0].module  # the run's model: validation, candidates' catalogue
 
         self.opt = Adam(self.summary.parameters(), lr=self.outer.lr, weight_decay=self.outer.weight_decay)
         self.sched = CosineSchedule(self.opt, self.total_steps)
+        # A learned η (docs/method.md, "A learned inner learning rate"): log η, so that it
+        # stays positive, with its own Adam and schedule (one η for every inner learner).
+        self.log_lr = None
+        if d.inner.learn_lr:
+            self.log_lr = torch.tensor(math.log(d.inner.lr), device=device, requires_grad=True)
+            self.lr_opt = Adam([self.log_lr], lr=d.inner.lr_lr, weight_decay=0.0)
+            self.lr_sched = CosineSchedule(self.lr_opt, self.total_steps)
+
+    @property
+    def inner_lr(self) -> float:
+        """η as the next outer step uses it."""
+        return self.d.inner.lr if self.log_lr is None else math.exp(self.log_lr.item())
 
     def learner_at(self, step: int) -> _Learner:
         """The inner learner of outer step ``step``: drawn uniformly, seeded from (seed, step)
@@ -201,24 +218,33 @@ class BilevelEngine:
             S = self.summary.distributions()  # (μ, ζ, |V|): once per outer step
         learner.module.train(d.inner.dropout)
         try:
-            params = learner.inner.run(S, init, steps=M, window=d.window, generator=g, candidates=sampled)
+            lr = None if self.log_lr is None else self.log_lr.exp()
+            params = learner.inner.run(S, init, steps=M, window=d.window, generator=g, candidates=sampled, lr=lr)
         except TrainingError as exc:
             raise TrainingError(f"{exc} of outer step {step + 1}") from exc
         learner.module.train(outer.learner_dropout)
         ce, fsa = functional_call(learner.objective, {f"model.{k}": v for k, v in params.items()},
-                                  (xb, yb, learner.t_feats[batch], sampled))
+                                  (xb, yb, learner.teacher_features(xb), sampled))
         loss = outer.ce_weight * ce + (outer.fsa_weight * fsa if outer.fsa else 0.0)
         if not torch.isfinite(loss):
             raise TrainingError(f"non-finite outer loss (ce={ce.item()}, fsa={fsa.item()}) at outer step {step + 1}")
         self.opt.zero_grad()
+        if self.log_lr is not None:
+            self.lr_opt.zero_grad()
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.summary.parameters(), outer.clip)
         if not torch.isfinite(norm):
             raise TrainingError(f"non-finite meta-gradient (norm {norm.item()}) at outer step {step + 1}")
-        self.opt.step()
-        self.sched.step()
         entry = {"step": step + 1, "ce": round(ce.item(), 5), "fsa": round(fsa.item(), 5),
                  "grad_norm": round(norm.item(), 5), "M": M, "init": learner.pool_index}
+        if self.log_lr is not None:  # Adam's step does not depend on the gradient's scale: no clip
+            if self.log_lr.grad is None or not torch.isfinite(self.log_lr.grad):
+                raise TrainingError(f"non-finite meta-gradient of the inner learning rate at outer step {step + 1}")
+            entry["inner_lr"] = round(self.inner_lr, 7)  # the η this step used
+            self.lr_opt.step()
+            self.lr_sched.step()
+        self.opt.step()
+        self.sched.step()
         if len(self.learners) > 1:
             entry["learner"] = learner.name
         return entry
@@ -235,13 +261,24 @@ class BilevelEngine:
         return dict(learner.fresh[index])
 
     def state_dict(self) -> dict:
-        return {"summary": self.summary.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict()}
+        state = {"summary": self.summary.state_dict(), "optimizer": self.opt.state_dict(),
+                 "scheduler": self.sched.state_dict()}
+        if self.log_lr is not None:
+            state["inner_lr"] = {"log_lr": self.log_lr.detach().clone(), "optimizer": self.lr_opt.state_dict(),
+                                 "scheduler": self.lr_sched.state_dict()}
+        return state
 
     def load_state_dict(self, saved: dict) -> None:
         self.summary.load_state_dict(saved["summary"])
         self.opt.load_state_dict(saved["optimizer"])
         self.sched.load_state_dict(saved["scheduler"])
+        if self.log_lr is not None:
+            if "inner_lr" not in saved:
+                raise TrainingError("the checkpoint holds no learned inner learning rate (distill.inner.learn_lr)")
+            with torch.no_grad():
+                self.log_lr.copy_(saved["inner_lr"]["log_lr"])
+            self.lr_opt.load_state_dict(saved["inner_lr"]["optimizer"])
+            self.lr_sched.load_state_dict(saved["inner_lr"]["scheduler"])
 
 
 def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torch.device, report=None,
@@ -322,4 +359,6 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
             "validations": state["validations"], "history": state["history"],
             "seconds": round(state.get("seconds", 0.0), 3), "attempts": state.get("attempts", 1),
             "seconds_per_outer_step": round(float(np.median(step_seconds)), 3) if step_seconds else None}
+    if engine.log_lr is not None:  # the learned η after the last outer step
+        info["inner_lr"] = round(engine.inner_lr, 7)
     return summary, info

@@ -61,8 +61,11 @@ class FunctionalOptimizer:
     tensor operations rather than a dozen per parameter tensor.
     """
 
-    def __init__(self, cfg: Inner, params: dict[str, torch.Tensor]):
+    def __init__(self, cfg: Inner, params: dict[str, torch.Tensor], lr: float | torch.Tensor | None = None):
+        """lr: η, if not ``cfg.lr``; a tensor that needs grad (a learned η) makes the
+        differentiable steps differentiable w.r.t. it too (``step_`` uses its value)."""
         self.cfg = cfg
+        self.lr = cfg.lr if lr is None else lr
         self.t = 0
         self.m = {k: torch.zeros_like(p) for k, p in params.items()}
         self.v = {k: torch.zeros_like(p) for k, p in params.items()} if cfg.optimizer == "adam" else None
@@ -73,9 +76,9 @@ class FunctionalOptimizer:
         if self.v is not None:
             self.v = {k: v.detach() for k, v in self.v.items()}
 
-    def _step_size(self) -> float:
+    def _step_size(self, lr: float | torch.Tensor) -> float | torch.Tensor:
         b1, b2 = self.cfg.betas
-        return self.cfg.lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+        return lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
 
     def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.cfg
@@ -86,10 +89,10 @@ class FunctionalOptimizer:
                 g = grads[k] + cfg.weight_decay * p if cfg.weight_decay else grads[k]
                 if cfg.momentum:
                     self.m[k] = g = self.m[k] * cfg.momentum + g
-                out[k] = p - cfg.lr * g
+                out[k] = p - self.lr * g
             return out
         b1, b2 = cfg.betas
-        step_size = self._step_size()
+        step_size = self._step_size(self.lr)
         for k, p in params.items():
             g = grads[k] + cfg.weight_decay * p if cfg.weight_decay else grads[k]
             self.m[k] = m = self.m[k] * b1 + (1 - b1) * g
@@ -102,17 +105,18 @@ class FunctionalOptimizer:
         """``step`` in place, without a graph (√ needs no guard where nothing is differentiated)."""
         cfg = self.cfg
         self.t += 1
+        lr = float(self.lr)  # a learned η's value: nothing is differentiated here
         for k, p in params.items():
             g = grads[k].add(p, alpha=cfg.weight_decay) if cfg.weight_decay else grads[k]
             if cfg.optimizer == "sgd":
                 if cfg.momentum:
                     g = self.m[k].mul_(cfg.momentum).add_(g)
-                p.add_(g, alpha=-cfg.lr)
+                p.add_(g, alpha=-lr)
                 continue
             b1, b2 = cfg.betas
             m = self.m[k].mul_(b1).add_(g, alpha=1 - b1)
             v = self.v[k].mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.addcdiv_(m, v.sqrt().add_(cfg.eps), value=-self._step_size())
+            p.addcdiv_(m, v.sqrt().add_(cfg.eps), value=-self._step_size(lr))
 
 
 class InnerLoop:
@@ -171,12 +175,16 @@ class InnerLoop:
 
     # ------------------------------------------------------------------ run
     def run(self, S: torch.Tensor, init: dict[str, torch.Tensor], steps: int, window: int,
-            generator: torch.Generator, candidates=None) -> dict[str, torch.Tensor]:
+            generator: torch.Generator, candidates=None, lr: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """M = ``steps`` inner steps from parameters ``init``; returns the final parameters
         (all of them, by name), differentiable w.r.t. S through the last ``window`` steps.
 
         candidates: the outer step's sampled items (``td3.candidates``) when S covers only them.
+        lr: a learned η (0-dim tensor, ``distill.inner.learn_lr``): the last ``window``
+        steps are differentiable w.r.t. it as well; None: ``cfg.lr``.
         """
+        if lr is not None and self.cfg.backend != "func":
+            raise ConfigError("a learned inner learning rate needs distill.inner.backend=func")
         if not 0 <= window <= steps:
             raise ConfigError(f"window W={window} must be in [0, M={steps}]")
         cfg = self.cfg
@@ -186,7 +194,7 @@ class InnerLoop:
         shapes = [init[n].shape for n in self.trained]
         sizes = [init[n].numel() for n in self.trained]
         flat = torch.cat([init[n].detach().reshape(-1) for n in self.trained]).clone()
-        opt = FunctionalOptimizer(cfg, {"flat": flat})
+        opt = FunctionalOptimizer(cfg, {"flat": flat}, lr=lr)
         embedding = init[EMBEDDING].detach()
 
         def unflatten(vector: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -489,7 +489,9 @@ def test_per_epoch_init_resumes_bitwise(tmp_path, monkeypatch):
 @pytest.mark.parametrize("section,key,others", [("evaluation", "eval_every", (2, True, 1.0)),
                                                 ("distill", "sampled_items", (1, False, 0.0)),
                                                 ("distill", "learners", (["sasrec", "gru4rec"],)),
-                                                ("distill.outer", "min_steps", (450, False))])
+                                                ("distill.outer", "min_steps", (450, False)),
+                                                ("distill.inner", "learn_lr", (True, 0)),
+                                                ("distill.inner", "lr_lr", (0.02, 1))])
 def test_a_setting_added_later_keeps_earlier_signatures_at_its_neutral_value(section, key, others):
     """Runs made before a setting existed keep their signature (records.NEUTRAL_VALUES)."""
     from td3 import records
@@ -616,7 +618,8 @@ def test_several_inner_learners_each_shape_the_summary(tmp_path, monkeypatch):
     make = multi_learner_engine(tmp_path, monkeypatch)
     engine = make()
     assert [lr.name for lr in engine.learners] == list(LEARNERS)
-    assert engine.learners[3].t_feats.dim() == 2 and engine.learners[0].t_feats.dim() == 3
+    assert engine.learners[3].teacher_features(engine.x[:5]).shape == (5, engine.learners[3].module.hidden_size)
+    assert engine.learners[0].teacher_features(engine.x[:5]).shape == (5, engine.x.shape[1], engine.learners[0].module.hidden_size)
     assert outer_targets(engine.learners[3].module, engine.x, engine.y).shape == (len(engine.x),)
     entries = [engine.step(i) for i in range(12)]
     assert {e["learner"] for e in entries} == set(LEARNERS)
@@ -649,6 +652,46 @@ def test_several_inner_learners_resume_bitwise(tmp_path, monkeypatch):
         assert torch.equal(a, b)
 
 
+def test_a_learned_inner_lr_moves_is_recorded_and_resumes_bitwise(tmp_path, monkeypatch):
+    """distill.inner.learn_lr: η starts at distill.inner.lr, each outer step logs the η it
+    used and moves it (log η, its own Adam); the summary's steps differ from a fixed η's
+    after the first; a run resumed from the engine's state ends exactly as an uninterrupted one."""
+    from td3.config import dataset_options
+    from td3.data import load_dataset
+    from td3.engine import BilevelEngine
+
+    monkeypatch.setenv("TD3_DATA_DIR", str(tmp_path / "data"))
+    common = [*SMALL, "distill.outer.batch_size=100", "distill.outer.epochs=3"]
+    learned = compose_config([*common, "distill.inner.learn_lr=true", "distill.inner.lr_lr=0.05"], tmp_path / "runs")
+    data = load_dataset(learned["dataset"]["name"], **dataset_options(learned["dataset"]))
+    teacher = _RandomTeacher(learned, data.num_items, pool=2)
+
+    def make(cfg=learned):
+        return BilevelEngine(cfg, data, teacher, torch.device("cpu"))
+
+    whole = make()
+    history = [whole.step(i) for i in range(8)]
+    rates = [e["inner_lr"] for e in history]
+    assert rates[0] == learned["distill"]["inner"]["lr"] and len(set(rates)) == 8         # from distill.inner.lr, moved at every step
+    assert all(abs(math.log(b / a)) <= 0.05 * 1.01 for a, b in zip(rates, rates[1:]))  # Adam: about lr_lr per step
+    fixed = make(compose_config(common, tmp_path / "runs"))
+    plain = [fixed.step(i) for i in range(8)]
+    assert "inner_lr" not in plain[0] and plain[0]["ce"] == history[0]["ce"]  # the same first step
+    assert [e["ce"] for e in plain[1:]] != [e["ce"] for e in history[1:]]
+
+    part = make()
+    first = [part.step(i) for i in range(5)]
+    resumed = make()
+    resumed.load_state_dict(part.state_dict())
+    resumed.resume(first, 5)
+    assert first + [resumed.step(i) for i in range(5, 8)] == history
+    assert resumed.inner_lr == whole.inner_lr
+    for a, b in zip(whole.summary.parameters(), resumed.summary.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(TrainingError, match="no learned inner learning rate"):
+        make().load_state_dict(fixed.state_dict())
+
+
 # ----------------------------------------------------- 4. impossible configs refused
 IMPOSSIBLE = {
     "window": (["distill.window=50", "distill.steps=10"], "distill.window"),
@@ -674,6 +717,8 @@ IMPOSSIBLE = {
     "learners_unknown": (["distill.learners=[sasrec,nope]"], "distill.learners=['sasrec', 'nope']: unknown 'nope'"),
     "learners_without_model": (["distill.learners=[gru4rec,narm]"], "must include the run's model 'sasrec'"),
     "min_steps": (["distill.outer.min_steps=-1"], "distill.outer.min_steps=-1: must be >= 0"),
+    "learn_lr_higher": (["distill.inner.learn_lr=true", "distill.inner.backend=higher"],
+                        "distill.inner.learn_lr=true needs distill.inner.backend=func"),
 }
 THROUGH_CLI = ("window", "d1", "backend")  # the others in-process: a launch is mostly importing torch
 

@@ -416,6 +416,8 @@ def test_window_outside_zero_to_steps_is_a_config_error():
     (dict(optimizer="rmsprop"), "optimizer"),
     (dict(lr=0.0), "lr"),
     (dict(batch_size=0), "batch_size"),
+    (dict(learn_lr=True, backend="higher"), "learn_lr"),
+    (dict(learn_lr=True, lr_lr=0.0), "lr_lr"),
 ])
 def test_bad_inner_config_is_a_config_error(kwargs, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -453,3 +455,39 @@ def test_backends_agree_on_a_sampled_item_subset(float64, embedding):
     expected = torch.zeros(NUM_ITEMS, dtype=torch.bool)
     expected[sampled.items] = True
     assert torch.equal(touched, expected)
+
+
+# ------------------------------------------- a learned inner learning rate (float64)
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_learned_inner_lr_gets_the_derivative_of_the_outer_loss(float64, optimizer):
+    """distill.inner.learn_lr: η passed as a tensor computes what cfg.lr computes, and the
+    meta-gradient w.r.t. η is the outer loss's derivative (central differences), when the
+    window holds every step (the first M − W steps use η's value, not its graph)."""
+    model = make_model()
+    logits, x, y = make_problem()
+    cfg = inner_settings(optimizer=optimizer, lr=0.01, dropout=False)
+    S = logits.detach().softmax(-1)
+
+    def final(lr, steps=6, window=6):
+        return InnerLoop(model, cfg).run(S, init_of(model), steps=steps, window=window,
+                                         generator=torch.Generator().manual_seed(3), lr=lr)
+
+    as_config = InnerLoop(model, cfg).run(S, init_of(model), steps=6, window=6, generator=torch.Generator().manual_seed(3))
+    as_tensor = final(torch.tensor(0.01))
+    assert all(torch.equal(as_config[k].detach(), as_tensor[k].detach()) for k in as_config)
+
+    lr = torch.tensor(0.01, requires_grad=True)
+    (grad,) = torch.autograd.grad(outer_loss(model, final(lr), x, y), lr)
+    h = 1e-6
+    numeric = (outer_loss(model, final(torch.tensor(0.01 + h)), x, y).detach()
+               - outer_loss(model, final(torch.tensor(0.01 - h)), x, y).detach()) / (2 * h)
+    assert abs(grad.item()) > 1e-3
+    assert grad.item() == pytest.approx(numeric.item(), rel=1e-5)
+
+    # a window shorter than M: only its steps carry η's graph, and the others used its value
+    lr = torch.tensor(0.01, requires_grad=True)
+    partial = final(lr, steps=6, window=2)
+    (short,) = torch.autograd.grad(outer_loss(model, partial, x, y), lr)
+    assert torch.isfinite(short) and short.item() != pytest.approx(grad.item(), rel=1e-3)
+    assert all(torch.equal(partial[k].detach(), final(torch.tensor(0.01), steps=6, window=2)[k].detach())
+               for k in partial)
