@@ -514,7 +514,7 @@ def item_table(sv: pd.DataFrame, ranking: str, protocol: str) -> Table:
 
 
 #: The distillation settings the settings table compares (issue 17's small-data defaults).
-SETTING_KEYS = ("outer_epochs", "min_steps", "outer_lr", "d1", "d2", "embedding")
+SETTING_KEYS = ("outer_epochs", "min_steps", "outer_lr", "d1", "d2", "embedding", "learn_lr")
 _VARIANT_KEY = re.compile(r"(?:^| )([a-z_0-9]+)=")
 
 
