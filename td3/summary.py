@@ -102,11 +102,7 @@ class Summary(nn.Module):
         Computed a chunk of rows at a time so that the full (μ, ζ, |V|) tensor is never
         held at once.
         """
-        chunk = max(1, (1 << 22) // max(1, self.zeta * self.num_items))
-        parts = []
-        for start in range(0, self.mu, chunk):
-            rows = torch.arange(start, min(start + chunk, self.mu), device=self._device())
-            parts.append(self.logits(rows).argmax(dim=-1) + 1)  # column c is item c+1
+        parts = [self.logits(rows).argmax(dim=-1) + 1 for rows in self._row_chunks()]  # column c is item c+1
         return torch.cat(parts).cpu()
 
     @torch.no_grad()
@@ -119,12 +115,10 @@ class Summary(nn.Module):
         argmax_items: distinct items among the hard sequences; mass_items: the fewest items
         holding ``mass`` of S's total probability. A chunk of rows at a time.
         """
-        chunk = max(1, (1 << 22) // max(1, self.zeta * self.num_items))
         entropy = top1 = 0.0
         totals = torch.zeros(self.num_items, dtype=torch.float64)
         argmax = []
-        for start in range(0, self.mu, chunk):
-            rows = torch.arange(start, min(start + chunk, self.mu), device=self._device())
+        for rows in self._row_chunks():
             logp = self.logits(rows).double().log_softmax(dim=-1)  # (m, ζ, |V|)
             p = logp.exp()
             entropy += float(-(p * logp).sum(-1).sum())
@@ -237,6 +231,13 @@ class Summary(nn.Module):
         return write_inter(list(self.hard_sequences().numpy()), path, item_ids)
 
     # ---------------------------------------------------------------- helpers
+    def _row_chunks(self, scores: int = 1 << 22):
+        """Row indices of S, a chunk at a time, each chunk at most ``scores`` logits (at least
+        one row): what reads all of S never holds the whole (μ, ζ, |V|) tensor."""
+        chunk = max(1, scores // max(1, self.zeta * self.num_items))
+        for start in range(0, self.mu, chunk):
+            yield torch.arange(start, min(start + chunk, self.mu), device=self._device())
+
     def _device(self) -> torch.device:
         for tensor in self.state_dict().values():
             return tensor.device

@@ -119,6 +119,21 @@ def test_statistics_tell_a_uniform_summary_from_a_peaked_one():
     assert summary.statistics(mass=0.3)["items_30pct_mass"] == 1
 
 
+def test_reading_s_a_chunk_of_rows_at_a_time_equals_reading_it_whole(monkeypatch):
+    """hard_sequences and statistics read S a few rows at a time: with chunks of one and of
+    four rows (the last chunk short), the figures are those of the whole tensor at once."""
+    summary = make("tucker")
+    whole = (summary.hard_sequences(), summary.statistics())
+    chunks = Summary._row_chunks
+    for rows in (1, 4):
+        monkeypatch.setattr(Summary, "_row_chunks", lambda self, n=rows: chunks(self, scores=n * ZETA * ITEMS))
+        assert [len(r) for r in summary._row_chunks()] == [rows] * (MU // rows) + ([MU % rows] if MU % rows else [])
+        assert torch.equal(summary.hard_sequences(), whole[0])
+        stats = summary.statistics()
+        assert stats.keys() == whole[1].keys()
+        assert all(stats[k] == pytest.approx(whole[1][k], rel=1e-9) for k in stats)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_save_load_round_trip(kind, tmp_path):
     summary = make(kind)
