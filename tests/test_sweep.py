@@ -74,7 +74,7 @@ def test_every_sweep_file_expands():
     assert sizes["figure4"] == 3 * (4 + 3) * (2 + 2 * 2)  # seeds × sizes × (random, longest + td3, farzi × 2)
     assert sizes["table6"] == 3 * 2 * 2 * 2
     assert sizes["ranks"] == 3 * 3 * 2
-    assert sizes["learned_lr"] == 3 * 2  # seeds × (td3, farzi)
+    assert sizes["learned_lr"] == 3 * 2 * 2  # seeds × (td3, farzi) × (fixed, learned η)
 
 
 def test_jobs_sharing_a_summary_start_after_every_distinct_one():
