@@ -42,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import METHOD_LABELS, load, variant_labels  # noqa: E402
 from stats import compare_seeds, holm, stars  # noqa: E402
 
+from td3 import ledger  # noqa: E402  (light: the standard library only)
+
 METRICS = [f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (5, 10, 20)]
 RANKINGS = ("recbole100", "unseen100", "full")
 #: The only ranking protocol the paper's figures were measured under: --paper shows them beside it alone.
@@ -735,16 +737,16 @@ def problems(runs: pd.DataFrame, results: Path, all_runs: pd.DataFrame) -> pd.Da
     name = lambda path: Path(str(path)).name  # noqa: E731
     complete = {name(p) for p in all_runs.loc[all_runs["status"] == "complete", "run_dir"]}
     known = {name(p) for p in all_runs["run_dir"]}
-    for entry_path in sorted((results / "sweeps").glob("*/*/jobs/*.json")):
-        try:
-            entry = json.loads(entry_path.read_text())
-        except ValueError:
-            out.append({"kind": "unreadable ledger entry", "what": str(entry_path), "error": ""})
+    entries = [(f"{sweep_dir}:{key}", entry) for sweep_dir in ledger.sweep_dirs(results)
+               for key, entry in ledger.entries(sweep_dir).items()]
+    for where, entry in entries:
+        if entry.get("status") == "unreadable":
+            out.append({"kind": "unreadable ledger entry", "what": where, "error": entry.get("error", "")})
             continue
         run_dir = name(entry.get("run_dir") or "")
         if run_dir and (run_dir in complete or run_dir in known):
             continue  # complete, or listed above as a run that is not
-        out.append({"kind": "missing", "what": " ".join(entry.get("overrides", [])) or str(entry_path),
+        out.append({"kind": "missing", "what": " ".join(entry.get("overrides", [])) or where,
                     "error": entry.get("error") or f"no complete record ({entry.get('status')})"})
     return pd.DataFrame(out, columns=["kind", "what", "error"])
 

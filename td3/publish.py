@@ -15,7 +15,8 @@ results root, so that ``analysis/make_tables.py --results DST`` and
   withheld: ``<name>.withheld`` holds its sha256 and size (the audit warns of it);
 - ``summaries/<summary>/distill.json`` (the optimisation's history) of the summaries those
   runs used;
-- ``sweeps/<name>/<time>/``'s ``multirun.yaml``, ledger and ``summary.json``, only for sweeps
+- ``sweeps/<name>/<time>/``'s ``multirun.yaml``, ledger (packed into one file, ``jobs.jsonl``:
+  ``td3.ledger``) and ``summary.json``, only for sweeps
   whose every grid point has a complete record: a published results root is whole, so its
   audit passes at every commit, and a sweep still running joins it once it is done.
 
@@ -36,7 +37,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import records
+from . import ledger, records
 from .errors import TD3Error
 from .files import atomic_path, file_sha256
 
@@ -184,8 +185,8 @@ def publish(src: Path, dst: Path) -> dict:
         for name in SWEEP_FILES:
             if (sweep_dir / name).is_file():
                 counts["files"] += _copy(sweep_dir / name, target / name)
-        for entry in sorted((sweep_dir / "jobs").glob("*.json")):
-            counts["files"] += _copy(entry, target / "jobs" / entry.name)
+        # the ledger packed into one file (td3.ledger): its entries, not a disk block apiece
+        counts["files"] += ledger.write_packed(target, {**ledger.entries(target), **ledger.entries(sweep_dir)})
     return counts
 
 

@@ -12,12 +12,12 @@ resumes from its last checkpoint.
 
 The sweep directory (``<results>/sweeps/<name>/<time>/``) keeps ``multirun.yaml`` (the
 sweep's config), ``jobs/<signature>.json`` (one ledger entry per grid point: its
-overrides, status, run directory and error) and ``summary.json``, and Submitit's logs
+overrides, status, run directory and error; ``td3.ledger``, packed into ``jobs.jsonl``
+when published) and ``summary.json``, and Submitit's logs
 under ``.submitit/``. The command exits with status 1 when any run failed.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -30,7 +30,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from . import records
+from . import ledger, records
 from .cli import CONF_DIR
 
 log = logging.getLogger("td3.sweep")
@@ -40,43 +40,27 @@ EXIT_STATUS = 0
 
 
 def write_ledger_entry(sweep_dir: str | Path, overrides: Sequence[str], **fields: Any) -> Path:
-    """The sweep's note about one grid point (named by the overrides' hash: the same point
-    always has the same entry, however often it is relaunched)."""
-    key = records.signature({"overrides": sorted(overrides)})
-    entry = {"overrides": list(overrides), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields}
-    return records.write_json(Path(sweep_dir) / "jobs" / f"{key}.json", entry)
+    """The sweep's note about one grid point (``td3.ledger``)."""
+    return ledger.write_entry(sweep_dir, overrides, **fields)
 
 
 def ledger_entry(sweep_dir: str | Path, overrides: Sequence[str]) -> dict | None:
     """The sweep's note about one grid point, or None if it has none (or it is unreadable)."""
-    key = records.signature({"overrides": sorted(overrides)})
-    try:
-        return json.loads((Path(sweep_dir) / "jobs" / f"{key}.json").read_text())
-    except (OSError, ValueError):
-        return None
+    return ledger.entry(sweep_dir, overrides)
 
 
 def read_ledger(sweep_dir: str | Path) -> list[dict]:
-    entries = []
-    for path in sorted((Path(sweep_dir) / "jobs").glob("*.json")):
-        try:
-            entries.append(json.loads(path.read_text()))
-        except ValueError:
-            entries.append({"overrides": [], "status": "unreadable", "error": f"ledger entry {path} is unreadable"})
-    return entries
+    return list(ledger.entries(sweep_dir).values())
 
 
 def ledger_index(results: str | Path) -> dict[tuple, set[str]]:
     """Every ledger's run directory names under ``results/sweeps`` by grid point (its sorted
     overrides): a point a relaunch of a sweep ran is in the relaunch's ledger."""
     index: dict[tuple, set[str]] = {}
-    for path in Path(results, "sweeps").glob("*/*/jobs/*.json"):
-        try:
-            entry = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if entry.get("run_dir"):
-            index.setdefault(tuple(sorted(entry.get("overrides") or [])), set()).add(Path(entry["run_dir"]).name)
+    for sweep_dir in ledger.sweep_dirs(results):
+        for entry in ledger.entries(sweep_dir).values():
+            if entry.get("run_dir"):
+                index.setdefault(tuple(sorted(entry.get("overrides") or [])), set()).add(Path(entry["run_dir"]).name)
     return index
 
 

@@ -57,6 +57,12 @@ def test_publish_copies_the_small_complete_part_and_audits_clean(sweep, tmp_path
     # one sweep complete (published), one not (its ledger left out)
     assert len(list(dst.glob("sweeps/*/*/multirun.yaml"))) == 1
     assert "1 complete sweeps (1 still running)" in proc.stdout
+    # its ledger packed into one file, holding every entry of the source's
+    from td3 import ledger
+    (sweep_dir,) = [p.parent for p in dst.glob("sweeps/*/*/multirun.yaml")]
+    assert (sweep_dir / "jobs.jsonl").is_file() and not (sweep_dir / "jobs").exists()
+    source_entries = ledger.entries(src / sweep_dir.relative_to(dst))
+    assert len(source_entries) == 4 and ledger.entries(sweep_dir) == source_entries
     # the two protocols' runs of one summary hold one file: the second links to the first
     links = [p for p in dst.glob("distill/*/summary.*") if p.is_symlink()]
     assert sorted(p.name for p in links) == ["summary.inter.xz", "summary.pt"] and all(p.read_bytes() == (p.parent / p.readlink()).read_bytes() for p in links)
