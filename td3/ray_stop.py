@@ -6,8 +6,9 @@
 on a shared node, another test's. Every process of a Ray node names its session directory,
 which lies under the ``--temp-dir`` it was started with, on its command line (GCS, raylet,
 workers) or among its open files (the agents, which rename themselves), so this sends
-SIGTERM to exactly those processes, then SIGKILL to those still alive after ``--timeout`` seconds. It never signals
-itself or its ancestors (the shell that runs it may name TEMP_DIR too). Standard library
+SIGTERM to exactly those processes (scanning again for any the node starts while it shuts
+down), then SIGKILL to those still alive after ``--timeout`` seconds; it exits 1 if any is
+left. It never signals itself or its ancestors (the shell that runs it may name TEMP_DIR too). Standard library
 only (nothing of td3 is imported): it runs on any node td3 is installed on. Prints how many
 processes it stopped.
 """
@@ -72,23 +73,31 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=15.0)
     args = ap.parse_args()
     temp_dir = os.path.abspath(args.temp_dir)
-    pids = holding(temp_dir)
+    # Scan again after every signal: a node shutting down can start processes of its own
+    # (a raylet replacing a worker) after the first scan; each is sent SIGTERM in turn.
+    signalled: set[int] = set()
+    deadline = time.monotonic() + args.timeout
+    while (alive := holding(temp_dir)) and time.monotonic() < deadline:
+        _signal([p for p in alive if p not in signalled], signal.SIGTERM)
+        signalled.update(alive)
+        time.sleep(0.2)
+    kill_deadline = time.monotonic() + 10.0  # SIGKILL cannot be refused: only newcomers delay this
+    while (alive := holding(temp_dir)) and time.monotonic() < kill_deadline:
+        _signal(alive, signal.SIGKILL)
+        signalled.update(alive)
+        time.sleep(0.1)
+    left = holding(temp_dir)
+    print(f"td3.ray_stop: stopped {len(signalled)} process(es) of the Ray node under {temp_dir}"
+          + (f"; still running: {' '.join(map(str, left))}" if left else ""))
+    return 1 if left else 0
+
+
+def _signal(pids: list[int], sig: int) -> None:
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline and [p for p in pids if os.path.exists(f"/proc/{p}")]:
-        time.sleep(0.2)
-    stubborn = [p for p in holding(temp_dir)]
-    for pid in stubborn:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    print(f"td3.ray_stop: stopped {len(set(pids) | set(stubborn))} process(es) of the Ray node under {temp_dir}")
-    return 0
 
 
 if __name__ == "__main__":
