@@ -1,19 +1,30 @@
-"""The published replication (``results/paper``): its tables regenerate byte-identically from
-its records, and its audit passes (no re-runs here: they are hours of distillation)."""
+"""The published results (``results/paper``, the replication, and the other roots under
+``results/``): their tables regenerate byte-identically from their records, and their audits
+pass (no re-runs here: they are hours of distillation)."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 
+import pytest
 from cli_helpers import REPO, run_cli
 
 RESULTS = REPO / "results" / "paper"
 TABLES = RESULTS / "tables"
+#: Every published results root, and those of them with tables.
+ROOTS = sorted(p.name for p in (REPO / "results").iterdir() if (p / "distill").is_dir())
+WITH_TABLES = [r for r in ROOTS if (REPO / "results" / r / "tables" / "manifest.json").is_file()]
 
 
-def test_published_tables_regenerate_byte_identically(tmp_path):
-    manifest = json.loads((TABLES / "manifest.json").read_text())
+def test_every_results_root_is_checked():
+    assert {"paper", "sampled-items", "learned-lr"} <= set(ROOTS) and {"paper", "learned-lr"} <= set(WITH_TABLES)
+
+
+@pytest.mark.parametrize("root", WITH_TABLES)
+def test_published_tables_regenerate_byte_identically(tmp_path, root):
+    tables = REPO / "results" / root / "tables"
+    manifest = json.loads((tables / "manifest.json").read_text())
     command = list(manifest["command"][2:])
     command[command.index("--out") + 1] = str(tmp_path)
     proc = subprocess.run([sys.executable, "analysis/make_tables.py", *command], cwd=REPO,
@@ -26,12 +37,13 @@ def test_published_tables_regenerate_byte_identically(tmp_path):
     for name, digest in manifest["files"].items():
         if name.endswith(".png") and not same_renderer:
             continue  # another matplotlib draws other bytes; every number is in the text files
-        assert (TABLES / name).read_bytes() == (tmp_path / name).read_bytes(), name
+        assert (tables / name).read_bytes() == (tmp_path / name).read_bytes(), name
         assert regenerated["files"][name] == digest, name
 
 
-def test_published_results_pass_the_audit():
-    proc = run_cli("td3.audit", str(RESULTS), env=None, timeout=900)
+@pytest.mark.parametrize("root", ROOTS)
+def test_published_results_pass_the_audit(root):
+    proc = run_cli("td3.audit", str(REPO / "results" / root), env=None, timeout=900)
     assert proc.returncode == 0 and "verdict: PASS" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
