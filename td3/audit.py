@@ -40,7 +40,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import records
+from . import ledger, records
 
 
 @dataclass
@@ -229,10 +229,10 @@ class Audit:
                     c.warnings.append(f"{d}: an unfinished summary (its distillation did not complete)")
 
     def check_grid(self) -> None:
-        from .sweep import grid_runs, ledger_index
+        from .sweep import grid_runs
 
         c = self.check("grid")
-        index = ledger_index(self.root)
+        index = ledger.index(self.root)
         for multirun in sorted((self.root / "sweeps").glob("*/*/multirun.yaml")):
             try:
                 points = grid_runs(multirun.parent, self.root, index)

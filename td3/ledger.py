@@ -62,13 +62,9 @@ def entries(sweep_dir: str | Path) -> dict[str, dict]:
 
 
 def entry(sweep_dir: str | Path, overrides: Sequence[str]) -> dict | None:
-    """The sweep's note about one grid point, or None if it has none (or it is unreadable)."""
-    key = entry_key(overrides)
-    try:
-        return json.loads((Path(sweep_dir) / ENTRIES / f"{key}.json").read_text())
-    except (OSError, ValueError):
-        pass
-    found = entries(sweep_dir).get(key) if (Path(sweep_dir) / PACKED).is_file() else None
+    """The sweep's note about one grid point, or None if it has none (or it is unreadable).
+    For one point; to look up many, read ``entries`` once."""
+    found = entries(sweep_dir).get(entry_key(overrides))
     return None if found is None or found.get("status") == "unreadable" else found
 
 
@@ -79,6 +75,17 @@ def sweep_dirs(results: str | Path) -> Iterator[Path]:
         for name in sorted(os.listdir(base)):
             if (base / name).is_dir():
                 yield from (p for p in sorted((base / name).iterdir()) if p.is_dir())
+
+
+def index(results: str | Path) -> dict[tuple, set[str]]:
+    """Every ledger's run directory names under ``results/sweeps`` by grid point (its sorted
+    overrides): a point a relaunch of a sweep ran is in the relaunch's ledger."""
+    out: dict[tuple, set[str]] = {}
+    for sweep_dir in sweep_dirs(results):
+        for e in entries(sweep_dir).values():
+            if e.get("run_dir"):
+                out.setdefault(tuple(sorted(e.get("overrides") or [])), set()).add(Path(e["run_dir"]).name)
+    return out
 
 
 def write_packed(sweep_dir: str | Path, everything: dict[str, dict]) -> bool:

@@ -171,9 +171,7 @@ def publish(src: Path, dst: Path) -> dict:
                 target = dst / "summaries" / name / file
                 counts["files"] += _pack(path, target.with_name(file + records.PACKED_SUFFIX))
                 target.unlink(missing_ok=True)  # published unpacked before
-    from .sweep import ledger_index
-
-    index = ledger_index(src)
+    index = ledger.index(src)
     for sweep_dir in sorted(p.parent for p in (src / "sweeps").glob("*/*/multirun.yaml")):
         complete, why = _grid_complete(sweep_dir, src, index)
         if not complete:

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -39,38 +38,13 @@ log = logging.getLogger("td3.sweep")
 EXIT_STATUS = 0
 
 
-def write_ledger_entry(sweep_dir: str | Path, overrides: Sequence[str], **fields: Any) -> Path:
-    """The sweep's note about one grid point (``td3.ledger``)."""
-    return ledger.write_entry(sweep_dir, overrides, **fields)
-
-
-def ledger_entry(sweep_dir: str | Path, overrides: Sequence[str]) -> dict | None:
-    """The sweep's note about one grid point, or None if it has none (or it is unreadable)."""
-    return ledger.entry(sweep_dir, overrides)
-
-
-def read_ledger(sweep_dir: str | Path) -> list[dict]:
-    return list(ledger.entries(sweep_dir).values())
-
-
-def ledger_index(results: str | Path) -> dict[tuple, set[str]]:
-    """Every ledger's run directory names under ``results/sweeps`` by grid point (its sorted
-    overrides): a point a relaunch of a sweep ran is in the relaunch's ledger."""
-    index: dict[tuple, set[str]] = {}
-    for sweep_dir in ledger.sweep_dirs(results):
-        for entry in ledger.entries(sweep_dir).values():
-            if entry.get("run_dir"):
-                index.setdefault(tuple(sorted(entry.get("overrides") or [])), set()).add(Path(entry["run_dir"]).name)
-    return index
-
-
 def grid_runs(sweep_dir: str | Path, results: str | Path, index: dict | None = None) -> list[tuple[list[str], Path, bool]]:
     """A recorded sweep's grid points (from its ``multirun.yaml``), each with the run
     directory under ``results/distill`` that answers for it, and whether that run is not the
     one the point composes into today.
 
     The run is the one the sweep launched (its ledger entry), or a relaunch of it launched
-    (``index``, ``ledger_index``), preferring a complete one: named by the config's signature
+    (``index``, ``td3.ledger.index``), preferring a complete one: named by the config's signature
     when it ran. Only a point no ledger names is composed with today's defaults: a default
     changed since the sweep ran would compose the point into another run, which a relaunch
     of the sweep as it was would make. Raises when the grid cannot be expanded."""
@@ -79,7 +53,8 @@ def grid_runs(sweep_dir: str | Path, results: str | Path, index: dict | None = N
     from .layout import distillation
 
     sweep_dir, results = Path(sweep_dir), Path(results)
-    index = ledger_index(results) if index is None else index
+    index = ledger.index(results) if index is None else index
+    noted = ledger.entries(sweep_dir)  # once: a published ledger is one file for every point
     sweep = OmegaConf.to_container(OmegaConf.load(sweep_dir / "multirun.yaml"), resolve=False)
     sweeper = sweep["hydra"].get("sweeper") or {}
     task = list(sweep["hydra"].get("overrides", {}).get("task", []))
@@ -88,7 +63,7 @@ def grid_runs(sweep_dir: str | Path, results: str | Path, index: dict | None = N
         cfg = compose_config(job)
         cfg["results_dir"] = str(results)
         today = distillation(cfg).dir
-        entry = ledger_entry(sweep_dir, job)
+        entry = noted.get(ledger.entry_key(job))
         names = ([Path(entry["run_dir"]).name] if entry and entry.get("run_dir")
                  else sorted(index.get(tuple(sorted(job)), ())))
         done = [n for n in names if records.is_complete(results / "distill" / n, verify=False)]
@@ -103,7 +78,7 @@ class SweepReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global EXIT_STATUS
         sweep_dir = Path(config.hydra.sweep.dir)
-        entries = read_ledger(sweep_dir)
+        entries = list(ledger.entries(sweep_dir).values())
         counts: dict[str, int] = {}
         for e in entries:
             counts[e.get("status", "unknown")] = counts.get(e.get("status", "unknown"), 0) + 1
@@ -134,7 +109,7 @@ def task(cfg: DictConfig) -> dict:
         result = run(config)
     print(f"td3: {result.status}: {result.run_dir}" + (f" ({result.error})" if result.error else ""), flush=True)
     if hc.mode == hydra.types.RunMode.MULTIRUN:
-        write_ledger_entry(hc.sweep.dir, overrides, **result.as_dict())
+        ledger.write_entry(hc.sweep.dir, overrides, **result.as_dict())
     return result.as_dict()
 
 

@@ -12,7 +12,7 @@ import multiprocessing as mp
 from pathlib import Path
 
 from td3 import records
-from td3.sweep import read_ledger, write_ledger_entry
+from td3 import ledger as ledgers
 
 N = 200
 
@@ -36,7 +36,7 @@ def _writer(root: str, index: int, barrier) -> None:
         count = json.loads(path.read_text())["count"] if path.exists() else 0
         records.write_json(path, {"count": count + 1})
     # 4. the sweep's ledger
-    write_ledger_entry(root / "sweep", [f"seed={index}"], status="complete", run_dir=str(run_dir))
+    ledgers.write_entry(root / "sweep", [f"seed={index}"], status="complete", run_dir=str(run_dir))
 
 
 def test_200_processes_writing_at_once_lose_and_corrupt_nothing(tmp_path):
@@ -64,7 +64,7 @@ def test_200_processes_writing_at_once_lose_and_corrupt_nothing(tmp_path):
     shared = records.read_record(tmp_path / "shared")
     assert shared["seal"] == records.seal_of(shared) and shared["config"]["seed"] in range(N)
     assert json.loads((tmp_path / "counter" / "count.json").read_text())["count"] == N
-    ledger = read_ledger(tmp_path / "sweep")
+    ledger = list(ledgers.entries(tmp_path / "sweep").values())
     assert len(ledger) == N and all(e["status"] == "complete" for e in ledger)
     # no temporary file of an atomic write is left anywhere
     assert [p for p in tmp_path.rglob("*.tmp")] == []

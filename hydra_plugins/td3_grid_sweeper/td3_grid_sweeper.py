@@ -76,7 +76,7 @@ class GridSweeper(BasicSweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         from td3 import grid as td3_grid
-        from td3.sweep import write_ledger_entry
+        from td3 import ledger
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         jobs = td3_grid.expand(self.params, self.grid, arguments)
@@ -96,7 +96,7 @@ class GridSweeper(BasicSweeper):
                 except Exception:  # let the job itself report what is wrong with its config
                     resolved, done = None, False
                 if done:
-                    write_ledger_entry(sweep_dir, overrides, status="skipped", run_dir=str(distillation(resolved).dir))
+                    ledger.write_entry(sweep_dir, overrides, status="skipped", run_dir=str(distillation(resolved).dir))
                 else:
                     todo.append((number, overrides))
                     shared.append(_shared_work(resolved))
@@ -207,7 +207,7 @@ class GridSweeper(BasicSweeper):
         keeps its record, and the entry its task wrote."""
         from td3 import records
         from td3.run import record_failure
-        from td3.sweep import ledger_entry, write_ledger_entry
+        from td3 import ledger
 
         result = {"status": "failed", "error": error, "run_dir": "", "signature": ""}
         try:
@@ -215,13 +215,13 @@ class GridSweeper(BasicSweeper):
             run_dir = record_failure(resolved, error)
             result.update(run_dir=str(run_dir), signature=records.signature(resolved))
             if records.is_complete(run_dir):
-                entry = ledger_entry(sweep_dir, overrides)
+                entry = ledger.entry(sweep_dir, overrides)
                 if entry and entry.get("status") == "complete":
                     return entry
                 result.update(status="complete", error=None)
         except Exception as exc:  # the ledger still says what happened
             log.error("td3 sweep: could not write the failed record: %s", exc)
-        write_ledger_entry(sweep_dir, overrides, **result)
+        ledger.write_entry(sweep_dir, overrides, **result)
         return result
 
 
