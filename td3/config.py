@@ -393,8 +393,8 @@ class RunConfig(_Run):
 
     def _bilevel_problems(self) -> list[str]:
         s, d, p = self.summary, self.distill, []
-        if not 0 <= d.window <= d.steps:
-            p.append(f"distill.window W={d.window} must be in [0, distill.steps N={d.steps}]")
+        if not 1 <= d.window <= d.steps:  # W = 0 differentiates no inner step: no meta-gradient at all
+            p.append(f"distill.window W={d.window} must be in [1, distill.steps N={d.steps}]")
         inner = d.inner
         if inner.alt and not 1 <= inner.alt_low < s.zeta - 1:
             p.append(f"ALT needs 1 <= distill.inner.alt_low ({inner.alt_low}) < zeta - 1 ({s.zeta - 1})")

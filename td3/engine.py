@@ -87,7 +87,9 @@ def teacher_features(model: nn.Module, x: torch.Tensor, chunk: int = 512) -> tor
 
 class _Learner:
     """One inner learner of the outer steps: its module, inner loop and outer objective, its
-    teacher (init pool, features, frozen item table) and where it stands."""
+    teacher (init pool, features, frozen item table) and where it stands. The teacher's
+    features are computed per outer step for its real batch, not kept for every window
+    (docs/performance.md §6)."""
 
     def __init__(self, name: str, index: int, teacher, build: Callable[[], nn.Module],
                  inner_cfg, frozen: bool, device: torch.device):
@@ -98,12 +100,6 @@ class _Learner:
         self.frozen_E = teacher.item_embedding if frozen else None
         self.pool_index: int | None = None
         self.fresh: dict[int, dict] = {}
-
-    def teacher_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The teacher's features of real windows x, computed per outer step rather than
-        kept for every window: a forward pass of the batch costs a few percent of a step,
-        and the table it replaces is (windows × ζ × d), 70 MB on the ML-1M slice."""
-        return teacher_features(self.teacher.model, x)
 
 
 @functools.lru_cache(maxsize=1)  # the same epoch's order serves all its outer steps
@@ -224,7 +220,7 @@ class BilevelEngine:
             raise TrainingError(f"{exc} of outer step {step + 1}") from exc
         learner.module.train(outer.learner_dropout)
         ce, fsa = functional_call(learner.objective, {f"model.{k}": v for k, v in params.items()},
-                                  (xb, yb, learner.teacher_features(xb), sampled))
+                                  (xb, yb, teacher_features(learner.teacher.model, xb), sampled))
         loss = outer.ce_weight * ce + (outer.fsa_weight * fsa if outer.fsa else 0.0)
         if not torch.isfinite(loss):
             raise TrainingError(f"non-finite outer loss (ce={ce.item()}, fsa={fsa.item()}) at outer step {step + 1}")
@@ -238,7 +234,7 @@ class BilevelEngine:
         entry = {"step": step + 1, "ce": round(ce.item(), 5), "fsa": round(fsa.item(), 5),
                  "grad_norm": round(norm.item(), 5), "M": M, "init": learner.pool_index}
         if self.log_lr is not None:  # Adam's step does not depend on the gradient's scale: no clip
-            if self.log_lr.grad is None or not torch.isfinite(self.log_lr.grad):
+            if not torch.isfinite(self.log_lr.grad):  # W >= 1 steps scale by η: it has a gradient
                 raise TrainingError(f"non-finite meta-gradient of the inner learning rate at outer step {step + 1}")
             entry["inner_lr"] = round(self.inner_lr, 7)  # the η this step used
             self.lr_opt.step()

@@ -63,9 +63,11 @@ class FunctionalOptimizer:
 
     def __init__(self, cfg: Inner, params: dict[str, torch.Tensor], lr: float | torch.Tensor | None = None):
         """lr: η, if not ``cfg.lr``; a tensor that needs grad (a learned η) makes the
-        differentiable steps differentiable w.r.t. it too (``step_`` uses its value)."""
+        differentiable steps differentiable w.r.t. it too (``step_`` uses its value, read
+        once here: not a device sync per graph-free step)."""
         self.cfg = cfg
         self.lr = cfg.lr if lr is None else lr
+        self.lr_value = float(self.lr)
         self.t = 0
         self.m = {k: torch.zeros_like(p) for k, p in params.items()}
         self.v = {k: torch.zeros_like(p) for k, p in params.items()} if cfg.optimizer == "adam" else None
@@ -105,7 +107,7 @@ class FunctionalOptimizer:
         """``step`` in place, without a graph (√ needs no guard where nothing is differentiated)."""
         cfg = self.cfg
         self.t += 1
-        lr = float(self.lr)  # a learned η's value: nothing is differentiated here
+        lr = self.lr_value  # nothing is differentiated here
         for k, p in params.items():
             g = grads[k].add(p, alpha=cfg.weight_decay) if cfg.weight_decay else grads[k]
             if cfg.optimizer == "sgd":

@@ -245,7 +245,7 @@ class Teacher:
 
 def engines(cfg, data):
     """The same BilevelEngine (same teacher, same summary) on the CPU and on the GPU."""
-    from td3.engine import BilevelEngine
+    from td3.engine import BilevelEngine, teacher_features
     from td3.models import build_model
     from td3.config import model_options
 
@@ -283,7 +283,7 @@ def test_an_outer_step_on_cuda_matches_the_cpu_and_stays_on_the_gpu(dataset, mod
 
     assert not off_gpu({"summary": on_gpu.summary.state_dict(), "grads": [p.grad for p in on_gpu.summary.parameters()],
                         "engine": on_gpu.state_dict(), "learner": on_gpu.learner.state_dict(),
-                        "data": [on_gpu.x, on_gpu.y, on_gpu.learners[0].teacher_features(on_gpu.x[:4])],
+                        "data": [on_gpu.x, on_gpu.y, teacher_features(on_gpu.learners[0].teacher.model, on_gpu.x[:4])],
                         "teacher": list(on_gpu.learners[0].teacher.model.parameters())})
     assert not crossings.data_crossings(), crossings.data_crossings()[:5]
     assert not nondeterminism_warnings(caught), nondeterminism_warnings(caught)

@@ -618,8 +618,15 @@ def test_several_inner_learners_each_shape_the_summary(tmp_path, monkeypatch):
     make = multi_learner_engine(tmp_path, monkeypatch)
     engine = make()
     assert [lr.name for lr in engine.learners] == list(LEARNERS)
-    assert engine.learners[3].teacher_features(engine.x[:5]).shape == (5, engine.learners[3].module.hidden_size)
-    assert engine.learners[0].teacher_features(engine.x[:5]).shape == (5, engine.x.shape[1], engine.learners[0].module.hidden_size)
+    from td3.engine import teacher_features
+    # per outer step, a real batch's features are exactly the rows of all windows' features
+    # (what the engine kept before it computed them per step: docs/performance.md §6)
+    batch = torch.randperm(len(engine.x), generator=torch.Generator().manual_seed(0))[:7]
+    for learner, shape in ((engine.learners[0], (7, engine.x.shape[1], engine.learners[0].module.hidden_size)),
+                           (engine.learners[3], (7, engine.learners[3].module.hidden_size))):
+        whole = teacher_features(learner.teacher.model, engine.x)
+        part = teacher_features(learner.teacher.model, engine.x[batch])
+        assert part.shape == shape and torch.equal(part, whole[batch])
     assert outer_targets(engine.learners[3].module, engine.x, engine.y).shape == (len(engine.x),)
     entries = [engine.step(i) for i in range(12)]
     assert {e["learner"] for e in entries} == set(LEARNERS)
@@ -695,6 +702,7 @@ def test_a_learned_inner_lr_moves_is_recorded_and_resumes_bitwise(tmp_path, monk
 # ----------------------------------------------------- 4. impossible configs refused
 IMPOSSIBLE = {
     "window": (["distill.window=50", "distill.steps=10"], "distill.window"),
+    "window_zero": (["distill.window=0"], "distill.window W=0 must be in [1,"),  # no meta-gradient at all
     "d1": (["summary.d1=11"], "d1"),
     "alt_low": (["distill.inner.alt_low=9"], "alt_low"),
     "batch_size": (["distill.inner.batch_size=11"], "distill.inner.batch_size"),
