@@ -30,7 +30,8 @@ METHOD_LABELS = {"td3": "TD3", "farzi": "Farzi", "naive": "Naive", "random": "Ra
                  "full": "Full-Data"}
 #: Settings that make two runs of one method, dataset and size different experiments.
 VARIANT_KEYS = ("d1", "d2", "fsa", "alt", "outer_lr", "inner_lr", "embedding", "init_from", "outer_epochs",
-                "min_steps", "learn_lr", "steps", "window", "eval_epochs", "teacher_seed", "learners")
+                "min_steps", "learn_lr", "bidirectional_loss", "steps", "window", "eval_epochs", "teacher_seed",
+                "learners")
 
 
 def _get(d: dict, *path, default=None):
@@ -75,6 +76,8 @@ def _parse(path: str, splits: tuple[str, ...] | None = None) -> tuple[dict, list
         "outer_epochs": _get(d, "outer", "epochs") if method in SUMMARY_METHODS else None,
         "min_steps": _get(d, "outer", "min_steps", default=0) if method in SUMMARY_METHODS else None,
         "learn_lr": _get(d, "inner", "learn_lr", default=False) if method in SUMMARY_METHODS else None,
+        "bidirectional_loss": (_get(d, "inner", "bidirectional_loss", default="cloze")
+                               if method in SUMMARY_METHODS else None),
         "steps": d.get("steps") if method in SUMMARY_METHODS else None,
         "window": d.get("window") if method in SUMMARY_METHODS else None,
         "eval_epochs": ev.get("epochs") if method not in ("full",) else None,
@@ -106,8 +109,8 @@ def _parse(path: str, splits: tuple[str, ...] | None = None) -> tuple[dict, list
 #: error), so that the tables find their columns, empty.
 RUN_COLUMNS = ("run_dir", "signature", "status", "error", "method", "dataset", "mu", "zeta", "size",
                "interactions", "seed", "summary_protocol", "models", "sweep", "git", "d1", "d2", "fsa", "alt",
-               "outer_lr", "inner_lr", "embedding", "init_from", "outer_epochs", "min_steps", "learn_lr", "steps", "window",
-               "eval_epochs", "train_epochs", "teacher_seed", "learners", "distill_seconds", "distill_cached", "seconds_per_outer_step",
+               "outer_lr", "inner_lr", "embedding", "init_from", "outer_epochs", "min_steps", "learn_lr", "bidirectional_loss",
+               "steps", "window", "eval_epochs", "train_epochs", "teacher_seed", "learners", "distill_seconds", "distill_cached", "seconds_per_outer_step",
                "peak_memory_mb", "total_seconds")
 
 

@@ -144,6 +144,7 @@ class Inner:
     eps: float = 1e-8
     learn_lr: bool = False           # η learned with the summary, as log η (docs/method.md, "A learned inner learning rate")
     lr_lr: float = 0.01              # the outer Adam's step on log η
+    bidirectional_loss: str = "cloze"  # cloze | prefix: BERT4Rec's loss on a summary (docs/method.md, "The inner loss and ALT")
 
     @property
     def frozen_embedding(self) -> bool:
@@ -157,6 +158,8 @@ class Inner:
             p.append(f"distill.inner.backend={self.backend!r}: expected func or higher")
         if self.order not in ("shuffled", "fixed"):
             p.append(f"distill.inner.order={self.order!r}: expected shuffled or fixed")
+        if self.bidirectional_loss not in ("cloze", "prefix"):
+            p.append(f"distill.inner.bidirectional_loss={self.bidirectional_loss!r}: expected cloze or prefix")
         if self.embedding not in ("frozen", "trainable"):
             p.append(f"distill.inner.embedding={self.embedding!r}: expected frozen or trainable")
         if self.alt_weight < 0:

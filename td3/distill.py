@@ -202,7 +202,8 @@ def learned_summary(ctx: Context) -> Trainer:
     def train(name: str, seed: int) -> Trained:
         return _trained(summary_training.train_on_summary(
             S, ctx.data, name, model_options(run.learner(name)), alt=inner.alt, alt_low=inner.alt_low,
-            alt_weight=inner.alt_weight, protocol=run.evaluation.protocol,
+            alt_weight=inner.alt_weight, bidirectional_loss=inner.bidirectional_loss,
+            protocol=run.evaluation.protocol,
             teacher_item_embedding=teacher_table, **_training_options(run, seed, ctx.device)))
     return train
 

@@ -309,7 +309,8 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
             summary.distributions().detach(), data, run.model.name, model_options(run.model),
             epochs=d.validate_epochs, batch_size=d.validate_batch_size, lr=d.validate_lr,
             weight_decay=d.validate_weight_decay, alt=d.inner.alt, alt_low=d.inner.alt_low,
-            alt_weight=d.inner.alt_weight, seed=seed, max_len=run.max_len, select="last",
+            alt_weight=d.inner.alt_weight, bidirectional_loss=d.inner.bidirectional_loss,
+            seed=seed, max_len=run.max_len, select="last",
             eval_protocols=(summary_training.SELECT_PROTOCOL,), protocol=d.validate_protocol,
             teacher_item_embedding=teacher.item_embedding if paper else None, device=device,
             stoppable=False)   # a stop waits for the outer step's checkpoint

@@ -27,7 +27,7 @@ from torch.func import functional_call
 
 from .config import Inner
 from .errors import ConfigError
-from .losses import SummaryBatch, batch_loss, loss_positions, make_batch
+from .losses import SummaryBatch, batch_loss, loss_positions, make_batch, trains_on_prefixes
 from .models.base import Embedded
 
 EMBEDDING = "item_embedding.weight"
@@ -129,6 +129,7 @@ class InnerLoop:
         self.model = model
         self.cfg = cfg
         self.causal = getattr(model, "causal", True)
+        self.prefixes = trains_on_prefixes(model, cfg.bidirectional_loss)  # else BERT4Rec's cloze
         self.objective = _Objective(model, cfg)
         names = [n for n, _ in model.named_parameters()]
         self.trained = [n for n in names if not (cfg.frozen_embedding and n == EMBEDDING)]
@@ -162,8 +163,8 @@ class InnerLoop:
         indexing operation (so the backward pass scatters into S once, not W times); ALT's
         positions are drawn step by step, in the order a step-by-step loop draws them."""
         cfg = self.cfg
-        if not self.causal or not rows:
-            batches = [make_batch(S, r, cfg.alt, cfg.alt_low, generator, embedded, self.causal) for r in rows]
+        if not self.prefixes or not rows:
+            batches = [make_batch(S, r, cfg.alt, cfg.alt_low, generator, embedded, self.prefixes) for r in rows]
         else:
             plans = [loss_positions(r, S.shape[1], cfg.alt, cfg.alt_low, generator) for r in rows]
             seq = torch.cat([p[0] for p in plans]).to(S.device)
@@ -206,7 +207,7 @@ class InnerLoop:
         S_const = S.detach()
         X_const = self.inputs(S_const, embedding, candidates)
         for step in range(steps - window):
-            batch = make_batch(S_const, rows[step], cfg.alt, cfg.alt_low, generator, X_const, self.causal)
+            batch = make_batch(S_const, rows[step], cfg.alt, cfg.alt_low, generator, X_const, self.prefixes)
             batch.candidates = candidates
             grad = self._grad(flat.requires_grad_(True), unflatten, frozen, batch, opt.t, graph=False)
             flat = flat.detach()

@@ -10,8 +10,12 @@ Augmented learner training (ALT): each sequence also draws p ~ U[low, ζ-1) and 
 predicts S[:, p] from the prefix before p. For a causal learner the feature at position
 p-1 already depends only on positions < p, so the same forward pass serves both terms:
 ALT costs one extra gather and one more row of logits per sequence, not a second pass.
-A bidirectional learner (BERT4Rec) cannot do this: it is trained with its soft cloze
-objective instead (``BERT4Rec.soft_cloze_loss``).
+A bidirectional learner (BERT4Rec) cannot do this: its feature at p-1 reads the positions
+after it. It is trained either with its soft cloze objective (``BERT4Rec.soft_cloze_loss``,
+``bidirectional_loss="cloze"``) or on the same targets as a causal learner
+(``bidirectional_loss="prefix"``): each target is predicted from a [MASK] placed right after
+its prefix, every later position hidden (``BERT4Rec.next_features``), one pass over the
+B (or 2B, with ALT) prefixes (docs/method.md, "The inner loss and ALT").
 
 A step's data is a ``SummaryBatch``: the learner's inputs and only the target rows that
 carry a loss (B or 2B rows × |V|), gathered from S in one indexing operation. The
@@ -31,13 +35,14 @@ from .models.base import Embedded
 
 @dataclass
 class SummaryBatch:
-    """One inner step's data for a causal learner, or the raw rows for a bidirectional one.
+    """One inner step's data for a learner trained on prefixes (every causal learner, and a
+    bidirectional one with ``bidirectional_loss="prefix"``), or the raw rows for the cloze.
 
     inputs: (B, ζ-1, |V|) distributions, or ``Embedded`` (B, ζ-1, d) when the caller has
         the item embeddings already (frozen item table).
     targets: (n, |V|) target distributions, n = B (last position) or 2B (with ALT).
     positions: (n,) for each target, the feature position that predicts it.
-    rows: (B, ζ, |V|) the summary rows themselves (bidirectional learners only).
+    rows: (B, ζ, |V|) the summary rows themselves (a bidirectional learner's cloze only).
     candidates: the outer step's sampled items (``td3.candidates``) when S covers only
         them: |V| above is then their number k, and the learner scores only them.
     """
@@ -63,15 +68,16 @@ def loss_positions(rows: torch.Tensor, zeta: int, alt: bool, alt_low: int,
 
 
 def make_batch(S: torch.Tensor, rows: torch.Tensor, alt: bool, alt_low: int,
-               generator: torch.Generator | None, embedded=None, causal: bool = True,
+               generator: torch.Generator | None, embedded=None, prefixes: bool = True,
                targets: torch.Tensor | None = None, plan=None) -> SummaryBatch:
     """The batch of summary ``rows`` (indices into S's first axis).
 
     embedded: ``Embedded`` inputs of every row of S, (μ, ζ-1, d), to select from.
+    prefixes: False for a bidirectional learner's cloze, which takes the rows whole.
     targets/plan: targets gathered by the caller and the (sequence, position) plan they
         follow; by default the plan is drawn here and the targets gathered from S.
     """
-    if not causal:
+    if not prefixes:
         return SummaryBatch(rows=S[rows])
     if plan is None:
         plan = loss_positions(rows, S.shape[1], alt, alt_low, generator)
@@ -95,12 +101,16 @@ def batch_loss(model, batch: SummaryBatch, alt_weight: float = 1.0) -> torch.Ten
         table = model.item_embedding.weight[1:][sampled.items]  # (k, d)
         if isinstance(inputs, torch.Tensor):  # distributions over the candidates
             inputs = Embedded(inputs @ table)
-    h = model(inputs)  # (B, ζ-1, d)
-    B = h.shape[0]
-    features = h[:, -1]  # (B, d): the last position predicts S[:, ζ-1]
-    if len(batch.targets) > B:  # ALT: the feature before each drawn position (a gather: its backward is cheap)
-        index = batch.positions[B:].view(B, 1, 1).expand(B, 1, h.shape[-1])
-        features = torch.cat([features, h.gather(1, index).squeeze(1)])  # (2B, d)
+    B = len(inputs.value if isinstance(inputs, Embedded) else inputs)
+    if getattr(model, "causal", True):
+        h = model(inputs)  # (B, ζ-1, d)
+        features = h[:, -1]  # (B, d): the last position predicts S[:, ζ-1]
+        if len(batch.targets) > B:  # ALT: the feature before each drawn position (a gather: its backward is cheap)
+            index = batch.positions[B:].view(B, 1, 1).expand(B, 1, h.shape[-1])
+            features = torch.cat([features, h.gather(1, index).squeeze(1)])  # (2B, d)
+    else:  # a [MASK] right after each target's prefix, every later position hidden
+        prefixes = inputs if len(batch.targets) == B else torch.cat([inputs, inputs])  # (n, ζ-1, |V|)
+        features = model.next_features(prefixes, batch.positions + 1)  # (n, d)
     if sampled is None:
         log_p = F.log_softmax(model.logits(features)[:, 1:], dim=-1)  # (n, |V|): padding has no mass
     else:  # over the candidates, each raised by the log of how many items it stands for
@@ -111,18 +121,24 @@ def batch_loss(model, batch: SummaryBatch, alt_weight: float = 1.0) -> torch.Ten
     return (ce[:B].mean() + alt_weight * ce[B:].mean()) / (1.0 + alt_weight)
 
 
+def trains_on_prefixes(model, bidirectional_loss: str = "cloze") -> bool:
+    """Whether ``model`` is trained on a summary's prefixes (``make_batch``'s ``prefixes``)."""
+    return getattr(model, "causal", True) or bidirectional_loss == "prefix"
+
+
 def summary_loss(model, S: torch.Tensor, alt: bool = True, alt_low: int = 5,
                  generator: torch.Generator | None = None, inputs=None,
-                 alt_weight: float = 1.0) -> torch.Tensor:
+                 alt_weight: float = 1.0, bidirectional_loss: str = "cloze") -> torch.Tensor:
     """Inner loss of ``model`` on a summary batch S (B, ζ, |V|): every row of S, once.
 
     inputs: what the learner reads for S[:, :ζ-1] when the caller has it already, e.g.
         ``Embedded(S[:, :-1] @ E)`` precomputed once per outer step when E is frozen;
         defaults to the distributions themselves.
+    bidirectional_loss: "cloze" or "prefix", for a bidirectional learner (module docstring).
     """
     causal = getattr(model, "causal", True)
     rows = torch.arange(S.shape[0], device=S.device)
-    batch = make_batch(S, rows, alt, alt_low, generator, causal=causal)
+    batch = make_batch(S, rows, alt, alt_low, generator, prefixes=trains_on_prefixes(model, bidirectional_loss))
     if causal and inputs is not None:
         batch.inputs = inputs
     return batch_loss(model, batch, alt_weight)

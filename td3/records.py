@@ -41,7 +41,8 @@ NON_RESULT_KEYS = ("results_dir", "progress", "threads", "device", "eval.batch_s
 #: results and summaries already made nor makes a rerun of their command start afresh.
 #: A new key goes here with its neutral value; a key whose default changes does not.
 NEUTRAL_VALUES = {"evaluation.eval_every": 1, "distill.sampled_items": 0, "distill.learners": [],
-                  "distill.outer.min_steps": 0, "distill.inner.learn_lr": False, "distill.inner.lr_lr": 0.01}
+                  "distill.outer.min_steps": 0, "distill.inner.learn_lr": False, "distill.inner.lr_lr": 0.01,
+                  "distill.inner.bidirectional_loss": "cloze"}
 
 #: Packages whose versions go in every record.
 PACKAGES = ("td3", "torch", "numpy", "pandas", "scipy", "hydra-core", "omegaconf", "higher",

@@ -4,7 +4,7 @@
 The question a summary answers is "how good is a model trained only on this?", so the
 learner starts from scratch (every weight freshly drawn from ``seed``), trains on S with
 the same inner loss the distillation optimised for (``td3.losses.summary_loss``:
-last-position KL plus ALT; BERT4Rec gets its soft cloze loss), for a fixed budget of
+last-position KL plus ALT; BERT4Rec its soft cloze loss, or the same prefix targets), for a fixed budget of
 epochs, and is evaluated on the real validation and test users.
 
 ``protocol="paper"`` reproduces the TD3 authors' evaluation instead: the learner's item
@@ -150,7 +150,7 @@ def _check_summary(S: torch.Tensor, num_items: int, alt: bool, alt_low: int) -> 
 
 def _check_length(model: SequentialRecommender, zeta: int) -> None:
     """Refuse a summary longer than a positional learner can read."""
-    reads = zeta - 1 if model.causal else zeta  # BERT4Rec's soft cloze reads all ζ positions
+    reads = zeta - 1 if model.causal else zeta  # BERT4Rec: all ζ (cloze), or ζ-1 and a [MASK] after them (prefix)
     if hasattr(model, "position_embedding") and reads > model.max_len:
         raise ConfigError(f"the learner reads {reads} positions of the summary (zeta={zeta}) "
                           f"but its max_len is {model.max_len}; raise max_len to at least {reads}")
@@ -223,7 +223,7 @@ def _optimizer(model, lr: float, weight_decay: float) -> Adam:
 def train_on_summary(S: torch.Tensor, data, model_name: str, model_options: dict, *,
                      epochs: int, batch_size: int, lr: float, weight_decay: float, alt: bool,
                      alt_low: int, seed: int, max_len: int, protocol: str = "scratch",
-                     alt_weight: float = 1.0,
+                     alt_weight: float = 1.0, bidirectional_loss: str = "cloze",
                      teacher_item_embedding: torch.Tensor | None = None,
                      freeze_item_embedding: bool = False, select: str = "best_valid",
                      eval_protocols: Sequence[str] = RANKINGS, eval_every: int = 1,
@@ -231,6 +231,7 @@ def train_on_summary(S: torch.Tensor, data, model_name: str, model_options: dict
                      progress: bool = False, stoppable: bool = True) -> SummaryTrainingResult:
     """Train a fresh learner on the summary S (μ, ζ, |V|) and evaluate it on the real data.
 
+    ``bidirectional_loss``: a bidirectional learner's loss, "cloze" or "prefix" (``td3.losses``).
     ``stoppable``: a stop request (``td3.stop``) ends the training at its next epoch;
     a caller with a better place to stop (the distillation's validation) says False.
 
@@ -261,7 +262,8 @@ def train_on_summary(S: torch.Tensor, data, model_name: str, model_options: dict
         losses = []
         for begin in starts:
             rows = order[begin:begin + batch_size]
-            loss = summary_loss(model, S[rows], alt, alt_low, alt_positions, alt_weight=alt_weight)
+            loss = summary_loss(model, S[rows], alt, alt_low, alt_positions, alt_weight=alt_weight,
+                                bidirectional_loss=bidirectional_loss)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

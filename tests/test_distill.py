@@ -491,7 +491,8 @@ def test_per_epoch_init_resumes_bitwise(tmp_path, monkeypatch):
                                                 ("distill", "learners", (["sasrec", "gru4rec"],)),
                                                 ("distill.outer", "min_steps", (450, False)),
                                                 ("distill.inner", "learn_lr", (True, 0)),
-                                                ("distill.inner", "lr_lr", (0.02, 1))])
+                                                ("distill.inner", "lr_lr", (0.02, 1)),
+                                                ("distill.inner", "bidirectional_loss", ("prefix",))])
 def test_a_setting_added_later_keeps_earlier_signatures_at_its_neutral_value(section, key, others):
     """Runs made before a setting existed keep their signature (records.NEUTRAL_VALUES)."""
     from td3 import records
@@ -659,6 +660,24 @@ def test_several_inner_learners_resume_bitwise(tmp_path, monkeypatch):
         assert torch.equal(a, b)
 
 
+def test_bert4rec_prefix_loss_shapes_the_summary_its_own_way(tmp_path, monkeypatch):
+    """distill.inner.bidirectional_loss=prefix: BERT4Rec's inner steps train on the summary's
+    prefixes (a [MASK] after each), which gives a finite, non-zero meta-gradient other than
+    the cloze's from the same outer step; the causal learners' steps are untouched by it."""
+    engines = {loss: multi_learner_engine(tmp_path / loss, monkeypatch,
+                                          f"distill.inner.bidirectional_loss={loss}")()
+               for loss in ("cloze", "prefix")}
+    bert = [i for i in range(40) if engines["cloze"].learner_at(i).name == "bert4rec"][:2]
+    causal = next(i for i in range(40) if engines["cloze"].learner_at(i).name == "sasrec")
+    assert engines["prefix"].learners[3].inner.prefixes and not engines["cloze"].learners[3].inner.prefixes
+    for step in (causal, *bert):
+        out = {loss: engine.step(step) for loss, engine in engines.items()}
+        grads = {loss: [p.grad.clone() for p in engine.summary.parameters()] for loss, engine in engines.items()}
+        assert all(math.isfinite(o["ce"]) and o["grad_norm"] > 0 for o in out.values())
+        same = all(torch.equal(a, b) for a, b in zip(grads["cloze"], grads["prefix"]))
+        assert same == (step == causal), (step, out)
+
+
 def test_a_learned_inner_lr_moves_is_recorded_and_resumes_bitwise(tmp_path, monkeypatch):
     """distill.inner.learn_lr: η starts at distill.inner.lr, each outer step logs the η it
     used and moves it (log η, its own Adam); the summary's steps differ from a fixed η's
@@ -727,6 +746,8 @@ IMPOSSIBLE = {
     "min_steps": (["distill.outer.min_steps=-1"], "distill.outer.min_steps=-1: must be >= 0"),
     "learn_lr_higher": (["distill.inner.learn_lr=true", "distill.inner.backend=higher"],
                         "distill.inner.learn_lr=true needs distill.inner.backend=func"),
+    "bidirectional_loss": (["distill.inner.bidirectional_loss=mlm"],
+                           "distill.inner.bidirectional_loss='mlm': expected cloze or prefix"),
 }
 THROUGH_CLI = ("window", "d1", "backend")  # the others in-process: a launch is mostly importing torch
 

@@ -62,6 +62,9 @@ def make_model(kind: str = "sasrec", seed: int = 0) -> nn.Module:
                        inner_size=16, hidden_dropout=0.0, attn_dropout=0.0, init_std=0.3)
     elif kind == "gru4rec":
         model = GRU4Rec(NUM_ITEMS, max_len=MAX_LEN, hidden_size=HIDDEN, dropout=0.0)
+    elif kind == "bert4rec":
+        model = BERT4Rec(NUM_ITEMS, max_len=MAX_LEN, hidden_size=HIDDEN, num_layers=1, num_heads=2,
+                         inner_size=16, hidden_dropout=0.0, attn_dropout=0.0, init_std=0.3)
     else:
         raise ValueError(kind)
     return model
@@ -400,6 +403,59 @@ def test_summary_loss_dispatches_bert4rec_to_soft_cloze(float64):
     assert float(loss) != pytest.approx(float(last), rel=1e-3)
 
 
+def test_bert4rec_prefix_loss_predicts_each_target_from_a_mask_after_its_prefix(float64):
+    """bidirectional_loss="prefix": the last position and ALT's, each from a [MASK] placed
+    right after its prefix (a separate, hand-built pass per target here), and nothing at or
+    after a target reaches its prediction."""
+    torch.manual_seed(0)
+    model = BERT4Rec(NUM_ITEMS, max_len=ZETA, hidden_size=HIDDEN, num_layers=1, num_heads=2, inner_size=16,
+                     hidden_dropout=0.0, attn_dropout=0.0).eval().requires_grad_(False)
+    S = make_problem(seed=5)[0].detach().softmax(-1)
+    B, alt_low = S.shape[0], 2
+    loss = summary_loss(model, S, alt=True, alt_low=alt_low, generator=torch.Generator().manual_seed(11),
+                        bidirectional_loss="prefix")
+    p = torch.randint(alt_low, ZETA - 1, (B,), generator=torch.Generator().manual_seed(11))
+    assert len(set(p.tolist())) > 1, "pick a seed drawing several positions"
+
+    def after_prefix(b: int, t: int) -> torch.Tensor:  # [MASK] at t after S[b, :t], nothing else
+        x = torch.cat([S[b:b + 1, :t], torch.zeros(1, 1, NUM_ITEMS, dtype=S.dtype)], dim=1)
+        masked = torch.zeros(1, t + 1, dtype=torch.bool)
+        masked[0, t] = True
+        return model(x, mask=torch.ones(1, t + 1, dtype=torch.bool), masked=masked)[0, t]
+
+    last = soft_ce(model, torch.stack([after_prefix(b, ZETA - 1) for b in range(B)]), S[:, ZETA - 1])
+    alt_term = soft_ce(model, torch.stack([after_prefix(b, int(p[b])) for b in range(B)]),
+                       S[torch.arange(B), p])
+    assert float(loss) == pytest.approx(float((last + alt_term) / 2), rel=1e-10)
+    cloze = summary_loss(model, S, alt=True, alt_low=alt_low, generator=torch.Generator().manual_seed(11))
+    assert float(cloze) != pytest.approx(float(loss), rel=1e-3)  # "cloze" stays the cloze
+
+    # No leak: S[:, ζ-1] enters the loss without ALT as the target only (its gradient is
+    # −log q / B), and a prefix of 3 reads nothing from position 3 on.
+    x = S.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(summary_loss(model, x, alt=False, bidirectional_loss="prefix"), x)
+    log_q = model.logits(model.next_features(S[:, :-1], torch.full((B,), ZETA - 1)))[:, 1:].log_softmax(-1)
+    assert torch.allclose(grad[:, ZETA - 1], -log_q / B, rtol=1e-10, atol=1e-12)
+    assert grad[:, : ZETA - 1].abs().sum() > 0  # the prefix is read
+    (prefix_grad,) = torch.autograd.grad(model.next_features(x[:, : ZETA - 1], torch.full((B,), 3)).sum(), x)
+    assert prefix_grad[:, :3].abs().sum() > 0 and prefix_grad[:, 3:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("bidirectional_loss", ["cloze", "prefix"])
+def test_func_and_higher_agree_on_bert4rec(float64, bidirectional_loss):
+    pytest.importorskip("higher")
+    logits, x, y = make_problem()
+    grads = {}
+    for backend in ("func", "higher"):
+        model = make_model("bert4rec")
+        cfg = inner_settings(lr=0.05, batch_size=4, alt_low=2, backend=backend,
+                             bidirectional_loss=bidirectional_loss)
+        torch.manual_seed(3)  # the cloze's masks come from the global RNG
+        grads[backend] = meta_gradient(model, cfg, logits, x, y)[0]
+    assert grads["func"].norm() > 1e-6 and torch.isfinite(grads["func"]).all()
+    assert rel(grads["higher"], grads["func"]) <= 1e-8
+
+
 # ------------------------------------------------------------ 5. config errors
 def test_window_outside_zero_to_steps_is_a_config_error():
     model = make_model()
@@ -418,6 +474,7 @@ def test_window_outside_zero_to_steps_is_a_config_error():
     (dict(batch_size=0), "batch_size"),
     (dict(learn_lr=True, backend="higher"), "learn_lr"),
     (dict(learn_lr=True, lr_lr=0.0), "lr_lr"),
+    (dict(bidirectional_loss="mlm"), "bidirectional_loss"),
 ])
 def test_bad_inner_config_is_a_config_error(kwargs, needle):
     with pytest.raises(ConfigError, match=needle):
