@@ -6,8 +6,9 @@ metrics, summaries: small). This copies the second part into ``DST``, laid out a
 results root, so that ``analysis/make_tables.py --results DST`` and
 ``python -m td3.audit DST`` work on it:
 
-- ``distill/<run>/`` and ``train/<run>/`` of every *complete* run: ``record.json`` and its
-  sealed files (``config.json``, ``per_user.parquet``, ``summary.pt``, ``summary.inter``) and
+- ``distill/<run>/`` and ``train/<run>/`` of every *complete* run: ``record.json`` (stored
+  on one line: its seal is over its content, not its layout, and a record is 40% smaller on
+  disk so; ``python -m json.tool`` shows it laid out) and its sealed files (``config.json``, ``per_user.parquet``, ``summary.pt``, ``summary.inter``) and
   ``run.log``; never ``best.pt``, ``pool/``, ``last.pt`` or ``state.pt``. The per-user
   metrics and the hard sequences are stored xz-compressed (``per_user.parquet.xz``,
   ``summary.inter.xz``: ``records.PACKED_FILES``), holding the very bytes their seal names;
@@ -26,6 +27,9 @@ file identical to one already published (the runs evaluating one summary under b
 protocols, or with other learners, each hold a copy) becomes a relative symbolic link to
 it: the same bytes are stored once, and every run directory still reads as complete.
 Prints what it copied, what it left out and why, and the size of ``DST``.
+
+``python -m td3.publish --repack DST`` stores a root published before the current layout in
+it (records on one line) without its source, checking each record's seal first.
 """
 from __future__ import annotations
 
@@ -77,6 +81,39 @@ def _pack(src: Path, dst: Path) -> bool:
     with atomic_path(dst) as tmp:
         tmp.write_bytes(lzma.compress(data))
     return True
+
+
+def _record_text(record: dict) -> str:
+    """A record as published: one line, its keys in the order the run wrote them."""
+    return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+
+
+def _write_record(record: dict, dst: Path) -> bool:
+    """Store ``record`` at ``dst`` in its published layout unless it is already there.
+    The seal (``records.seal_of``) is over the record's content, so it holds in any layout."""
+    text = _record_text(record)
+    if dst.is_file() and dst.read_text() == text:
+        return False
+    records.write_text(dst, text)
+    return True
+
+
+def repack(dst: Path) -> dict:
+    """Store every record of a published root in the published layout (one line), leaving
+    its content, and so its seal, as it is; a record whose seal fails is left untouched and
+    named. Returns counts."""
+    counts = {"records": 0, "rewritten": 0, "refused": 0}
+    for path in sorted(dst.glob("*/*/" + records.RECORD_NAME)):
+        if path.is_symlink():
+            continue
+        counts["records"] += 1
+        record = records.read_record(path.parent)
+        if record is None or ("seal" in record and records.seal_of(record) != record["seal"]):
+            counts["refused"] += 1
+            print(f"not repacked: {path}: unreadable or its seal does not match")
+            continue
+        counts["rewritten"] += _write_record(record, path)
+    return counts
 
 
 def _withhold(src: Path, target: Path, record: dict) -> bool:
@@ -158,6 +195,8 @@ def publish(src: Path, dst: Path) -> dict:
                 elif name in records.PACKED_FILES:
                     counts["files"] += _pack(run_dir / name, target / (name + records.PACKED_SUFFIX))
                     (target / name).unlink(missing_ok=True)  # published unpacked before packing existed
+                elif name == records.RECORD_NAME:
+                    counts["files"] += _write_record(record, target / name)
                 else:
                     counts["files"] += _copy(run_dir / name, target / name)
             summary_dir = (record.get("summary") or {}).get("dir")
@@ -189,15 +228,32 @@ def publish(src: Path, dst: Path) -> dict:
 
 
 def size_mb(root: Path) -> float:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink()) / 2**20
+    """MB (10**6 bytes) on disk, as ``du`` counts them: whole blocks, links once."""
+    return sum(p.lstat().st_blocks * 512 for p in root.rglob("*")) / 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m td3.publish", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("src", help="the sweep's results root (its TD3_RESULTS_DIR)")
-    ap.add_argument("dst", help="where the committable copy goes (e.g. results/paper)")
+    ap.add_argument("src", help="the sweep's results root (its TD3_RESULTS_DIR); with --repack, the published root")
+    ap.add_argument("dst", nargs="?", help="where the committable copy goes (e.g. results/paper)")
+    ap.add_argument("--repack", action="store_true",
+                    help="store the published root SRC in the current layout (records on one line), in place")
     args = ap.parse_args(argv)
+    if args.repack:
+        root = Path(args.src)
+        if args.dst is not None or not root.is_dir():
+            print(f"td3: error: --repack takes one published results root ({root} is not a directory)"
+                  if args.dst is None else "td3: error: --repack takes one published results root, not two paths",
+                  file=sys.stderr)
+            return 2
+        counts = repack(root)
+        print(json.dumps(counts))
+        print(f"{counts['rewritten']} of {counts['records']} records stored anew ({counts['refused']} refused); "
+              f"{root} holds {size_mb(root):.1f} MB on disk")
+        return 1 if counts["refused"] else 0
+    if args.dst is None:
+        ap.error("the destination DST is missing")
     src, dst = Path(args.src).resolve(), Path(args.dst)
     if not src.is_dir():
         print(f"td3: error: results root {src} does not exist", file=sys.stderr)
@@ -213,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(counts))
     print(f"published {counts['runs']} complete runs ({counts['files']} files copied or updated, "
           f"{counts['incomplete']} incomplete left out), {counts['sweeps']} complete sweeps "
-          f"({counts['sweeps_pending']} still running); {dst} holds {size_mb(dst):.1f} MB")
+          f"({counts['sweeps_pending']} still running); {dst} holds {size_mb(dst):.1f} MB on disk")
     return 0
 
 

@@ -115,3 +115,39 @@ def test_packed_files_hold_the_sealed_bytes_and_an_edit_is_caught(sweep, tmp_pat
     audit = run_cli("td3.audit", str(dst), env=env, timeout=600)
     assert audit.returncode == 1 and "per_user.parquet changed after the record was written" in audit.stdout, \
         audit.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_records_are_published_on_one_line_and_a_root_repacks_in_place(sweep, tmp_path):
+    from td3 import records
+
+    src, env = sweep
+    dst = tmp_path / "paper"
+    assert publish(src, dst, env).returncode == 0
+    run = next(dst.glob("distill/*td3*/record.json")).parent
+    source = records.read_record(src / "distill" / run.name)
+    text = (run / "record.json").read_text()
+    # the run's record, content for content, on one line: its seal holds
+    assert text.count("\n") == 1 and json.loads(text) == source
+    assert records.seal_problem(run, records.read_record(run)) == ""
+    # a root published laid out (as before) is stored on one line by --repack, seals intact
+    laid_out = [p for p in dst.glob("*/*/record.json")]
+    for p in laid_out:
+        p.write_text(json.dumps(json.loads(p.read_text()), indent=2) + "\n")
+    proc = run_cli("td3.publish", "--repack", str(dst), env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{len(laid_out)} of {len(laid_out)} records stored anew (0 refused)" in proc.stdout
+    assert all(p.read_text().count("\n") == 1 for p in laid_out)
+    again = run_cli("td3.publish", "--repack", str(dst), env=env, timeout=600)
+    assert again.returncode == 0 and f"0 of {len(laid_out)} records stored anew" in again.stdout
+    # a publish from the source finds nothing to copy in the repacked root
+    assert "(0 files copied" in publish(src, dst, env).stdout
+    # an edited record is refused, named, and left as it is
+    edited = json.loads(text)
+    edited["metrics"] = {}
+    (run / "record.json").write_text(json.dumps(edited, indent=2))
+    proc = run_cli("td3.publish", "--repack", str(dst), env=env, timeout=600)
+    assert proc.returncode == 1 and f"not repacked: {run / 'record.json'}" in proc.stdout
+    assert json.loads((run / "record.json").read_text()) == edited and (run / "record.json").read_text().count("\n") > 1
+    audit = run_cli("td3.audit", str(dst), env=env, timeout=600)
+    assert audit.returncode == 1 and "seal mismatch" in audit.stdout
