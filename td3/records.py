@@ -44,6 +44,11 @@ NEUTRAL_VALUES = {"evaluation.eval_every": 1, "distill.sampled_items": 0, "disti
                   "distill.outer.min_steps": 0, "distill.inner.learn_lr": False, "distill.inner.lr_lr": 0.01,
                   "distill.inner.bidirectional_loss": "cloze"}
 
+#: Keys that compute nothing unless another key holds a value (``key: (other, value)``): left
+#: out of the signature otherwise, so that a sweep over them at that other key's other values
+#: does not make copies of one run under several names.
+INERT_UNLESS = {"distill.inner.lr_lr": ("distill.inner.learn_lr", True)}
+
 #: Packages whose versions go in every record.
 PACKAGES = ("td3", "torch", "numpy", "pandas", "scipy", "hydra-core", "omegaconf", "higher",
             "submitit", "ray")
@@ -64,6 +69,14 @@ def _drop(cfg: dict, dotted: str, only_if: Any = _ANY) -> None:
         del cfg[head]
 
 
+def _get(cfg: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return None
+        cfg = cfg[part]
+    return cfg
+
+
 def _same_value(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b  # True is not 1 here
 
@@ -77,6 +90,9 @@ def signature(config: dict, ignore: tuple[str, ...] = NON_RESULT_KEYS) -> str:
     cfg = json.loads(canonical_json(config))  # deep copy, plain types
     for key in ignore:
         _drop(cfg, key)
+    for key, (other, value) in INERT_UNLESS.items():
+        if not _same_value(_get(cfg, other), value):
+            _drop(cfg, key)
     for key, neutral in NEUTRAL_VALUES.items():
         _drop(cfg, key, only_if=neutral)
     return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()[:12]

@@ -491,7 +491,6 @@ def test_per_epoch_init_resumes_bitwise(tmp_path, monkeypatch):
                                                 ("distill", "learners", (["sasrec", "gru4rec"],)),
                                                 ("distill.outer", "min_steps", (450, False)),
                                                 ("distill.inner", "learn_lr", (True, 0)),
-                                                ("distill.inner", "lr_lr", (0.02, 1)),
                                                 ("distill.inner", "bidirectional_loss", ("prefix",))])
 def test_a_setting_added_later_keeps_earlier_signatures_at_its_neutral_value(section, key, others):
     """Runs made before a setting existed keep their signature (records.NEUTRAL_VALUES)."""
@@ -509,6 +508,30 @@ def test_a_setting_added_later_keeps_earlier_signatures_at_its_neutral_value(sec
     for other in others:  # another value, or another type, computes something else
         group(cfg)[key] = other
         assert records.signature(cfg) != records.signature(before), other
+
+
+def test_the_meta_learning_rate_is_in_the_signature_only_when_the_rate_is_learned():
+    """distill.inner.lr_lr moves nothing with a fixed η (records.INERT_UNLESS): a sweep over it
+    then names one run; with a learned η each value is a run of its own."""
+    from td3 import records
+
+    cfg = compose_config(SMALL, Path("runs"))
+    assert cfg["distill"]["inner"]["learn_lr"] is False
+    fixed = {records.signature(_with(cfg, "distill.inner.lr_lr", v)) for v in (0.01, 0.02, 1)}
+    assert len(fixed) == 1 and fixed == {records.signature(cfg)}
+    learned = _with(cfg, "distill.inner.learn_lr", True)
+    signatures = {records.signature(_with(learned, "distill.inner.lr_lr", v)) for v in (0.01, 0.02, 1)}
+    assert len(signatures) == 3 and records.signature(cfg) not in signatures
+
+
+def _with(cfg: dict, dotted: str, value) -> dict:
+    out = copy.deepcopy(cfg)
+    node = out
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return out
 
 
 def test_min_steps_adds_whole_outer_epochs(tmp_path, monkeypatch):

@@ -327,6 +327,13 @@ def test_each_setting_enters_exactly_the_signatures_it_should(overrides, results
         expected = (not under(leaf, NON_RESULT),
                     under(leaf, SUMMARY_KEYS) and not under(leaf, NON_RESULT),
                     under(leaf, TEACHER_KEYS) and not under(leaf, NON_RESULT))
+        if leaf in records.INERT_UNLESS:  # it computes nothing while its condition is unmet
+            other, value = records.INERT_UNLESS[leaf]
+            node = base
+            for part in other.split("."):
+                node = node[part]
+            if node != value:
+                expected = (False, False, False)
         seen = tuple(a != b for a, b in zip(before, after))
         if seen != expected:
             wrong.append(f"{leaf}: (run, summary, teacher) changed {seen}, expected {expected}")
