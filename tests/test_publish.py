@@ -34,6 +34,14 @@ def publish(src: Path, dst: Path, env: dict):
     return run_cli("td3.publish", str(src), str(dst), env=env, timeout=600)
 
 
+def published_td3_run(sweep, tmp_path):
+    """The sweep published into ``tmp_path/paper``: (source root, env, published root, a TD3 run in it)."""
+    src, env = sweep
+    dst = tmp_path / "paper"
+    assert publish(src, dst, env).returncode == 0
+    return src, env, dst, next(dst.glob("distill/*td3*/record.json")).parent
+
+
 @pytest.mark.slow
 def test_publish_copies_the_small_complete_part_and_audits_clean(sweep, tmp_path):
     src, env = sweep
@@ -96,10 +104,7 @@ def test_packed_files_hold_the_sealed_bytes_and_an_edit_is_caught(sweep, tmp_pat
 
     from td3 import records
 
-    src, env = sweep
-    dst = tmp_path / "paper"
-    assert publish(src, dst, env).returncode == 0
-    run = next(dst.glob("distill/*td3*/record.json")).parent
+    src, env, dst, run = published_td3_run(sweep, tmp_path)
     source = src / "distill" / run.name
     # the packed file unpacks to the run's own bytes, and reads as its metrics
     assert records.read_sealed(run, "per_user.parquet") == (source / "per_user.parquet").read_bytes()
@@ -121,10 +126,7 @@ def test_packed_files_hold_the_sealed_bytes_and_an_edit_is_caught(sweep, tmp_pat
 def test_records_are_published_on_one_line_and_a_root_repacks_in_place(sweep, tmp_path):
     from td3 import records
 
-    src, env = sweep
-    dst = tmp_path / "paper"
-    assert publish(src, dst, env).returncode == 0
-    run = next(dst.glob("distill/*td3*/record.json")).parent
+    src, env, dst, run = published_td3_run(sweep, tmp_path)
     source = records.read_record(src / "distill" / run.name)
     text = (run / "record.json").read_text()
     # the run's record, content for content, on one line: its seal holds
