@@ -28,6 +28,10 @@ protocols, or with other learners, each hold a copy) becomes a relative symbolic
 it: the same bytes are stored once, and every run directory still reads as complete.
 Prints what it copied, what it left out and why, and the size of ``DST``.
 
+``--sweep NAME`` (repeatable) publishes only what the named sweeps made: their grid points'
+runs, the teachers and full-data runs those records name, and the sweeps' ledgers (a results
+root shared by several experiments, each published to its own ``DST``).
+
 ``python -m td3.publish --repack DST`` stores a root published before the current layout in
 it (records on one line) without its source, checking each record's seal first.
 """
@@ -159,15 +163,56 @@ def _grid_complete(sweep_dir: Path, root: Path, index: dict) -> tuple[bool, str]
     return missing == 0, f"{missing} of {len(points)} grid points without a complete record"
 
 
-def publish(src: Path, dst: Path) -> dict:
-    """Copy the committable part of ``src`` into ``dst``; returns counts of what happened."""
+def _referenced_runs(record: dict) -> set[str]:
+    """The training runs a record names (its teachers, its full-data runs) as ``train/<name>``:
+    every string of the record under its own results root's ``train/``."""
+    root = str((record.get("config") or {}).get("results_dir") or "").rstrip("/")
+    found: set[str] = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif isinstance(node, str) and root and node.startswith(root + "/train/"):
+            found.add("train/" + Path(node).name)
+    walk(record)
+    return found
+
+
+def sweep_runs(src: Path, names: list[str]) -> set[str]:
+    """What the named sweeps made in ``src``, as ``<kind>/<run>``: each recorded launch's grid
+    points' runs (``td3.sweep.grid_runs``) and the training runs their records name."""
+    from .sweep import grid_runs
+
+    index = ledger.index(src)
+    selected: set[str] = set()
+    for name in names:
+        launches = sorted(p.parent for p in (src / "sweeps" / name).glob("*/multirun.yaml"))
+        if not launches:
+            raise TD3Error(f"no sweep named {name!r} under {src / 'sweeps'}")
+        for sweep_dir in launches:
+            for _, run_dir, _ in grid_runs(sweep_dir, src, index):
+                selected.add(f"distill/{run_dir.name}")
+                selected |= _referenced_runs(records.read_record(run_dir) or {})
+    return selected
+
+
+def publish(src: Path, dst: Path, sweeps: list[str] | None = None) -> dict:
+    """Copy the committable part of ``src`` into ``dst``; returns counts of what happened.
+    ``sweeps``: only what these sweeps made (``sweep_runs``) and their ledgers; None: all."""
     counts = {"runs": 0, "files": 0, "incomplete": 0, "sweeps": 0, "sweeps_pending": 0, "linked": 0}
     used_summaries = set()
+    selected = sweep_runs(src, sweeps) if sweeps else None
     for kind in ("distill", "train"):
         base = src / kind
         if not base.is_dir():
             continue
         for run_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+            if selected is not None and f"{kind}/{run_dir.name}" not in selected:
+                continue
             record = records.read_record(run_dir)
             if not record or record.get("status") != "complete":
                 counts["incomplete"] += 1
@@ -212,6 +257,8 @@ def publish(src: Path, dst: Path) -> dict:
                 target.unlink(missing_ok=True)  # published unpacked before
     index = ledger.index(src)
     for sweep_dir in sorted(p.parent for p in (src / "sweeps").glob("*/*/multirun.yaml")):
+        if sweeps and sweep_dir.parent.name not in sweeps:
+            continue
         complete, why = _grid_complete(sweep_dir, src, index)
         if not complete:
             counts["sweeps_pending"] += 1
@@ -237,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src", help="the sweep's results root (its TD3_RESULTS_DIR); with --repack, the published root")
     ap.add_argument("dst", nargs="?", help="where the committable copy goes (e.g. results/paper)")
+    ap.add_argument("--sweep", action="append", metavar="NAME",
+                    help="publish only what this sweep made (its grid's runs, their teachers and "
+                         "full-data runs) and its ledgers; repeat for several (default: everything)")
     ap.add_argument("--repack", action="store_true",
                     help="store the published root SRC in the current layout (records on one line), in place")
     args = ap.parse_args(argv)
@@ -262,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         print("td3: error: source and destination are the same directory", file=sys.stderr)
         return 2
     try:
-        counts = publish(src, dst)
+        counts = publish(src, dst, args.sweep)
     except TD3Error as exc:
         print(f"td3: error: {exc}", file=sys.stderr)
         return 2
