@@ -272,19 +272,13 @@ def quadratic(p, a, c):
     return 0.5 * (a * (p - c) ** 2).sum()
 
 
-@pytest.mark.parametrize("eps, close", [(1e-12, True), (1e-1, False)])
-def test_functional_adam_follows_torch_adam(float64, eps, close):
-    g = torch.Generator().manual_seed(0)
-    a, c = torch.rand(20, generator=g) * 5 + 0.1, torch.randn(20, generator=g)
-    start = torch.randn(20, generator=g)
-    cfg = inner_settings(lr=0.05, weight_decay=0.01, eps=eps, betas=(0.9, 0.99))
-
+def side_by_side(opt, torch_optimizer, a, c, start, steps):
+    """Our FunctionalOptimizer ``opt`` and ``torch_optimizer(param)`` minimising the same
+    quadratic from ``start``: yields (ours, torch's) parameters after each step."""
     p_ref = start.clone().requires_grad_(True)
-    torch_opt = torch.optim.Adam([p_ref], lr=cfg.lr, betas=cfg.betas, eps=eps, weight_decay=cfg.weight_decay)
+    torch_opt = torch_optimizer(p_ref)
     params = {"p": start.clone()}
-    opt = FunctionalOptimizer(cfg, params)
-    worst = 0.0
-    for _ in range(100):
+    for _ in range(steps):
         torch_opt.zero_grad()
         quadratic(p_ref, a, c).backward()
         torch_opt.step()
@@ -292,7 +286,23 @@ def test_functional_adam_follows_torch_adam(float64, eps, close):
         (grad,) = torch.autograd.grad(quadratic(q, a, c), q)
         with torch.no_grad():
             params = opt.step({"p": q}, {"p": grad})
-        worst = max(worst, float((params["p"] - p_ref.detach()).abs().max()))
+        yield params["p"], p_ref.detach()
+
+
+@pytest.mark.parametrize("eps, close", [(1e-12, True), (1e-1, False)])
+def test_functional_adam_follows_torch_adam(float64, eps, close):
+    g = torch.Generator().manual_seed(0)
+    a, c = torch.rand(20, generator=g) * 5 + 0.1, torch.randn(20, generator=g)
+    start = torch.randn(20, generator=g)
+    cfg = inner_settings(lr=0.05, weight_decay=0.01, eps=eps, betas=(0.9, 0.99))
+
+    def adam(p):
+        return torch.optim.Adam([p], lr=cfg.lr, betas=cfg.betas, eps=eps, weight_decay=cfg.weight_decay)
+    opt = FunctionalOptimizer(cfg, {"p": start.clone()})
+    worst = 0.0
+    for ours, theirs in side_by_side(opt, adam, a, c, start, steps=100):
+        worst = max(worst, float((ours - theirs).abs().max()))
+        params = {"p": ours}
     assert opt.t == 100
     if close:
         assert worst < 1e-9, worst
@@ -307,19 +317,14 @@ def test_functional_sgd_with_momentum_is_torch_sgd(float64):
     g = torch.Generator().manual_seed(1)
     a, c, start = torch.rand(10, generator=g) + 0.5, torch.randn(10, generator=g), torch.randn(10, generator=g)
     cfg = inner_settings(lr=0.1, weight_decay=0.01, optimizer="sgd", momentum=0.9)
-    p_ref = start.clone().requires_grad_(True)
-    torch_opt = torch.optim.SGD([p_ref], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    params = {"p": start.clone()}
-    opt = FunctionalOptimizer(cfg, params)
-    for _ in range(30):
-        torch_opt.zero_grad()
-        quadratic(p_ref, a, c).backward()
-        torch_opt.step()
-        q = params["p"].requires_grad_(True)
-        (grad,) = torch.autograd.grad(quadratic(q, a, c), q)
-        with torch.no_grad():
-            params = opt.step({"p": q}, {"p": grad})
-        assert torch.allclose(params["p"], p_ref.detach(), rtol=1e-13, atol=1e-14)
+    def sgd(p):
+        return torch.optim.SGD([p], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = FunctionalOptimizer(cfg, {"p": start.clone()})
+    steps = 0
+    for ours, theirs in side_by_side(opt, sgd, a, c, start, steps=30):
+        assert torch.allclose(ours, theirs, rtol=1e-13, atol=1e-14)
+        steps += 1
+    assert steps == 30
 
 
 def test_safe_sqrt_values_and_gradient(float64):
