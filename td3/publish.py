@@ -8,9 +8,10 @@ results root, so that ``analysis/make_tables.py --results DST`` and
 
 - ``distill/<run>/`` and ``train/<run>/`` of every *complete* run: ``record.json`` (stored
   on one line: its seal is over its content, not its layout, and a record is 40% smaller on
-  disk so; ``python -m json.tool`` shows it laid out) and its sealed files (``config.json``, ``per_user.parquet``, ``summary.pt``, ``summary.inter``) and
-  ``run.log``; never ``best.pt``, ``pool/``, ``last.pt`` or ``state.pt``. The per-user
-  metrics and the hard sequences are stored xz-compressed (``per_user.parquet.xz``,
+  disk so; ``python -m json.tool`` shows it laid out) and its sealed files (``config.json``,
+  ``per_user.parquet``, ``summary.pt``, ``summary.inter``); never ``run.log``, ``best.pt``,
+  ``pool/``, ``last.pt`` or ``state.pt``. The per-user metrics and the hard sequences are
+  stored xz-compressed (``per_user.parquet.xz``,
   ``summary.inter.xz``: ``records.PACKED_FILES``), holding the very bytes their seal names;
   ``records.read_per_user`` and the audit read them as they are. A file over 1 MiB is
   withheld: ``<name>.withheld`` holds its sha256 and size (the audit warns of it);
