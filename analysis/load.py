@@ -153,9 +153,17 @@ def _plain(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+#: Variant settings labelled against a fixed value rather than their group's most common one:
+#: the distilling learners are what Table 4's rows compare (a summary of the run's model alone
+#: against one of several architectures), so a several-learner summary is always labelled
+#: and a single-learner one never, however many runs of each a results root holds.
+FIXED_USUAL = {"learners": ""}
+
+
 def variant_labels(runs: pd.DataFrame, group: list[str]) -> pd.Series:
-    """For each run, the variant settings that differ from the most common ones of its
-    ``group`` (e.g. dataset × method): '' for the usual run, 'd1=16' for a rank study."""
+    """For each run, the variant settings that differ from the usual ones of its ``group``
+    (e.g. dataset × method): '' for the usual run, 'd1=16' for a rank study. Usual: the most
+    common value in the group (``FIXED_USUAL``: a fixed one)."""
     labels = pd.Series("", index=runs.index, dtype=object)
     keys = [key for key in VARIANT_KEYS if key in runs]
     for _, idx in runs.groupby(group, dropna=False).groups.items():
@@ -164,9 +172,9 @@ def variant_labels(runs: pd.DataFrame, group: list[str]) -> pd.Series:
         for key in keys:
             if sub[key].isna().all():
                 continue
-            as_text = sub[key].astype(str)
-            mode = as_text.mode().iloc[0]
-            for i in sub.index[as_text != mode]:
+            as_text = sub[key].map(lambda v: str(_plain(v)))  # 0 for 0.0: a column with NaN holds floats
+            usual = FIXED_USUAL.get(key, as_text.mode().iloc[0])
+            for i in sub.index[as_text != usual]:
                 parts[i].append(f"{key}={_plain(sub.at[i, key])}")
         labels.loc[sub.index] = [" ".join(p) for p in parts]
     return labels

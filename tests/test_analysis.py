@@ -90,6 +90,20 @@ def test_variant_labels_name_the_odd_settings_as_written():
     assert list(variant_labels(runs, ["dataset", "method"])) == ["", "", "d1=16 embedding=trainable", ""]
 
 
+def test_a_summary_of_several_learners_is_labelled_even_when_most_runs_are_one():
+    """The distilling learners are labelled against the run's model alone, not against the
+    most common set: four several-learner runs beside three single-learner ones still read
+    learners=..., and the single-learner ones no label (not 'learners=')."""
+    from load import variant_labels
+
+    four = "sasrec+gru4rec+narm+bert4rec"
+    runs = pd.DataFrame({"dataset": ["ml-100k"] * 7, "method": ["td3"] * 7,
+                         "learners": [four] * 4 + [""] * 3,
+                         "bidirectional_loss": ["cloze"] * 3 + ["prefix"] + ["cloze"] * 3})
+    assert list(variant_labels(runs, ["dataset", "method"])) == [
+        f"learners={four}"] * 3 + [f"bidirectional_loss=prefix learners={four}"] + [""] * 3
+
+
 # ------------------------------------------------------------- make_tables.py
 def write_run(root: Path, name: str, method: str, dataset: str, size: str, seed: int, values: dict,
               protocol: str = "scratch", status: str = "complete", **distill) -> Path:
