@@ -128,7 +128,6 @@ class InnerLoop:
         cfg.check()
         self.model = model
         self.cfg = cfg
-        self.causal = getattr(model, "causal", True)
         self.prefixes = trains_on_prefixes(model, cfg.bidirectional_loss)  # else BERT4Rec's cloze
         self.objective = _Objective(model, cfg)
         names = [n for n, _ in model.named_parameters()]
@@ -152,7 +151,7 @@ class InnerLoop:
 
     def inputs(self, S: torch.Tensor, embedding: torch.Tensor | None, candidates=None):
         """What the learner reads: distributions, or their embedding once per outer step when frozen."""
-        if self.cfg.frozen_embedding and self.causal:
+        if self.cfg.frozen_embedding and self.prefixes:  # not the cloze: it masks the rows themselves
             table = embedding[1:] if candidates is None else embedding[1:][candidates.items]
             return Embedded(S[:, :-1] @ table)  # (μ, ζ-1, d)
         return None

@@ -109,7 +109,8 @@ def batch_loss(model, batch: SummaryBatch, alt_weight: float = 1.0) -> torch.Ten
             index = batch.positions[B:].view(B, 1, 1).expand(B, 1, h.shape[-1])
             features = torch.cat([features, h.gather(1, index).squeeze(1)])  # (2B, d)
     else:  # a [MASK] right after each target's prefix, every later position hidden
-        prefixes = inputs if len(batch.targets) == B else torch.cat([inputs, inputs])  # (n, ζ-1, |V|)
+        e = model.embed_items(inputs)  # (B, ζ-1, d): embedded once, not once per ALT copy of (B, ζ-1, |V|)
+        prefixes = Embedded(e if len(batch.targets) == B else torch.cat([e, e]))  # (n, ζ-1, d)
         features = model.next_features(prefixes, batch.positions + 1)  # (n, d)
     if sampled is None:
         log_p = F.log_softmax(model.logits(features)[:, 1:], dim=-1)  # (n, |V|): padding has no mass
@@ -136,9 +137,8 @@ def summary_loss(model, S: torch.Tensor, alt: bool = True, alt_low: int = 5,
         defaults to the distributions themselves.
     bidirectional_loss: "cloze" or "prefix", for a bidirectional learner (module docstring).
     """
-    causal = getattr(model, "causal", True)
     rows = torch.arange(S.shape[0], device=S.device)
     batch = make_batch(S, rows, alt, alt_low, generator, prefixes=trains_on_prefixes(model, bidirectional_loss))
-    if causal and inputs is not None:
+    if batch.rows is None and inputs is not None:  # the cloze reads the rows themselves
         batch.inputs = inputs
     return batch_loss(model, batch, alt_weight)

@@ -432,8 +432,16 @@ def test_bert4rec_prefix_loss_predicts_each_target_from_a_mask_after_its_prefix(
     alt_term = soft_ce(model, torch.stack([after_prefix(b, int(p[b])) for b in range(B)]),
                        S[torch.arange(B), p])
     assert float(loss) == pytest.approx(float((last + alt_term) / 2), rel=1e-10)
+    torch.manual_seed(42)  # the cloze mask comes from the global RNG
     cloze = summary_loss(model, S, alt=True, alt_low=alt_low, generator=torch.Generator().manual_seed(11))
     assert float(cloze) != pytest.approx(float(loss), rel=1e-3)  # "cloze" stays the cloze
+    # Precomputed inputs (frozen item table) give the same loss, and the cloze ignores them.
+    pre = Embedded(S[:, :-1] @ model.item_embedding.weight[1:])
+    assert float(summary_loss(model, S, alt=True, alt_low=alt_low, generator=torch.Generator().manual_seed(11),
+                              inputs=pre, bidirectional_loss="prefix")) == pytest.approx(float(loss), rel=1e-12)
+    torch.manual_seed(42)
+    assert float(summary_loss(model, S, alt=True, alt_low=alt_low, generator=torch.Generator().manual_seed(11),
+                              inputs=pre)) == float(cloze)
 
     # No leak: S[:, ζ-1] enters the loss without ALT as the target only (its gradient is
     # −log q / B), and a prefix of 3 reads nothing from position 3 on.
@@ -446,15 +454,19 @@ def test_bert4rec_prefix_loss_predicts_each_target_from_a_mask_after_its_prefix(
     assert prefix_grad[:, :3].abs().sum() > 0 and prefix_grad[:, 3:].abs().sum() == 0
 
 
-@pytest.mark.parametrize("bidirectional_loss", ["cloze", "prefix"])
-def test_func_and_higher_agree_on_bert4rec(float64, bidirectional_loss):
+@pytest.mark.parametrize("bidirectional_loss, frozen", [("cloze", False), ("prefix", False), ("prefix", True)])
+def test_func_and_higher_agree_on_bert4rec(float64, bidirectional_loss, frozen):
+    """Also with the frozen item table, where the prefix loss reads the summary's embedding
+    computed once per outer step (``InnerLoop.inputs``), as the causal learners do."""
     pytest.importorskip("higher")
     logits, x, y = make_problem()
     grads = {}
     for backend in ("func", "higher"):
         model = make_model("bert4rec")
-        cfg = inner_settings(lr=0.05, batch_size=4, alt_low=2, backend=backend,
+        cfg = inner_settings(frozen, lr=0.05, batch_size=4, alt_low=2, backend=backend,
                              bidirectional_loss=bidirectional_loss)
+        if frozen:
+            assert isinstance(InnerLoop(model, cfg).inputs(logits.softmax(-1), model.item_embedding.weight), Embedded)
         torch.manual_seed(3)  # the cloze's masks come from the global RNG
         grads[backend] = meta_gradient(model, cfg, logits, x, y)[0]
     assert grads["func"].norm() > 1e-6 and torch.isfinite(grads["func"]).all()

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .base import Dropout, SequentialRecommender
+from .base import Dropout, Embedded, SequentialRecommender
 from .sasrec import MASKED, SASRec, Block
 
 
@@ -106,7 +106,11 @@ class BERT4Rec(SequentialRecommender):
         Positions at or after ``lengths`` are ignored (keys masked), so whatever x holds there
         cannot leak into the prediction.
         """
-        x, slot = self._make_room(x, lengths)  # (B, L', ...), (B,)
+        if isinstance(x, Embedded):  # item embeddings (B, L, d): room made in embedding space
+            value, slot = self._make_room(x.value, lengths)  # an empty slot embeds to zeros too
+            x = Embedded(value)
+        else:
+            x, slot = self._make_room(x, lengths)  # (B, L', ...), (B,)
         positions = torch.arange(x.shape[1], device=x.device)
         masked = positions == slot.unsqueeze(1)  # (B, L')
         h = self.forward(x, mask=positions <= slot.unsqueeze(1), masked=masked)  # (B, L', d)
