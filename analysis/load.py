@@ -156,8 +156,10 @@ def _plain(value):
 #: Variant settings labelled against a fixed value rather than their group's most common one:
 #: the distilling learners are what Table 4's rows compare (a summary of the run's model alone
 #: against one of several architectures), so a several-learner summary is always labelled
-#: and a single-learner one never, however many runs of each a results root holds.
-FIXED_USUAL = {"learners": ""}
+#: and a single-learner one never, however many runs of each a results root holds. BERT4Rec's
+#: loss on a summary is labelled against the cloze, which every summary before the prefix loss
+#: used, so that a root with more prefix runs than cloze ones does not relabel the cloze ones.
+FIXED_USUAL = {"learners": "", "bidirectional_loss": "cloze"}
 
 
 def variant_labels(runs: pd.DataFrame, group: list[str]) -> pd.Series:

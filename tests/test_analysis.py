@@ -102,6 +102,9 @@ def test_a_summary_of_several_learners_is_labelled_even_when_most_runs_are_one()
                          "bidirectional_loss": ["cloze"] * 3 + ["prefix"] + ["cloze"] * 3})
     assert list(variant_labels(runs, ["dataset", "method"])) == [
         f"learners={four}"] * 3 + [f"bidirectional_loss=prefix learners={four}"] + [""] * 3
+    # BERT4Rec's loss is labelled against the cloze, whichever is the more common.
+    runs["bidirectional_loss"] = ["prefix"] * 4 + ["cloze"] * 3
+    assert list(variant_labels(runs, ["dataset", "method"])) == [f"bidirectional_loss=prefix learners={four}"] * 4 + [""] * 3
 
 
 # ------------------------------------------------------------- make_tables.py
