@@ -44,10 +44,22 @@ NEUTRAL_VALUES = {"evaluation.eval_every": 1, "distill.sampled_items": 0, "disti
                   "distill.outer.min_steps": 0, "distill.inner.learn_lr": False, "distill.inner.lr_lr": 0.01,
                   "distill.inner.bidirectional_loss": "cloze"}
 
-#: Keys that compute nothing unless another key holds a value (``key: (other, value)``): left
-#: out of the signature otherwise, so that a sweep over them at that other key's other values
-#: does not make copies of one run under several names.
-INERT_UNLESS = {"distill.inner.lr_lr": ("distill.inner.learn_lr", True)}
+def _learns_inner_lr(cfg: dict) -> bool:
+    return _same_value(_get(cfg, "distill.inner.learn_lr"), True)
+
+
+def _trains_bert4rec(cfg: dict) -> bool:
+    """BERT4Rec distils (the run's model or one of its learners) or is trained on the summary."""
+    names = [_get(cfg, "model.name"), *(_get(cfg, "distill.learners") or []), *(_get(cfg, "evaluation.models") or [])]
+    return "bert4rec" in names
+
+
+#: Keys that compute nothing unless a condition on the config holds (``key: condition``):
+#: left out of the signature otherwise, so that a sweep over them where they compute nothing
+#: does not make copies of one run under several names, nor a changed default of theirs
+#: move runs it does not concern.
+INERT_UNLESS = {"distill.inner.lr_lr": _learns_inner_lr,
+                "distill.inner.bidirectional_loss": _trains_bert4rec}
 
 #: Packages whose versions go in every record.
 PACKAGES = ("td3", "torch", "numpy", "pandas", "scipy", "hydra-core", "omegaconf", "higher",
@@ -90,8 +102,8 @@ def signature(config: dict, ignore: tuple[str, ...] = NON_RESULT_KEYS) -> str:
     cfg = json.loads(canonical_json(config))  # deep copy, plain types
     for key in ignore:
         _drop(cfg, key)
-    for key, (other, value) in INERT_UNLESS.items():
-        if not _same_value(_get(cfg, other), value):
+    for key, computes in INERT_UNLESS.items():
+        if not computes(cfg):
             _drop(cfg, key)
     for key, neutral in NEUTRAL_VALUES.items():
         _drop(cfg, key, only_if=neutral)

@@ -490,10 +490,10 @@ def test_per_epoch_init_resumes_bitwise(tmp_path, monkeypatch):
                                                 ("distill", "sampled_items", (1, False, 0.0)),
                                                 ("distill", "learners", (["sasrec", "gru4rec"],)),
                                                 ("distill.outer", "min_steps", (450, False)),
-                                                ("distill.inner", "learn_lr", (True, 0)),
-                                                ("distill.inner", "bidirectional_loss", ("prefix",))])
+                                                ("distill.inner", "learn_lr", (True, 0))])
 def test_a_setting_added_later_keeps_earlier_signatures_at_its_neutral_value(section, key, others):
-    """Runs made before a setting existed keep their signature (records.NEUTRAL_VALUES)."""
+    """Runs made before a setting existed keep their signature (records.NEUTRAL_VALUES;
+    distill.inner.bidirectional_loss: test_bert4recs_loss_is_in_the_signature_only_when_bert4rec_is_trained)."""
     from td3 import records
 
     cfg = compose_config(SMALL, Path("runs"))
@@ -522,6 +522,26 @@ def test_the_meta_learning_rate_is_in_the_signature_only_when_the_rate_is_learne
     learned = _with(cfg, "distill.inner.learn_lr", True)
     signatures = {records.signature(_with(learned, "distill.inner.lr_lr", v)) for v in (0.01, 0.02, 1)}
     assert len(signatures) == 3 and records.signature(cfg) not in signatures
+
+
+def test_bert4recs_loss_is_in_the_signature_only_when_bert4rec_is_trained():
+    """distill.inner.bidirectional_loss computes nothing unless BERT4Rec distils the summary
+    (the run's model or one of its learners) or is trained on it (records.INERT_UNLESS); the
+    cloze, what every run before the key computed, leaves it out (NEUTRAL_VALUES)."""
+    from td3 import records
+
+    cfg = compose_config(SMALL, Path("runs"))
+    assert "bert4rec" not in [cfg["model"]["name"], *cfg["evaluation"]["models"], *cfg["distill"]["learners"]]
+    assert records.signature(_with(cfg, "distill.inner.bidirectional_loss", "prefix")) == records.signature(cfg)
+    for key, value in (("evaluation.models", ["sasrec", "bert4rec"]), ("distill.learners", ["sasrec", "bert4rec"]),
+                       ("model.name", "bert4rec")):
+        with_bert = _with(cfg, key, value)
+        cloze = records.signature(_with(with_bert, "distill.inner.bidirectional_loss", "cloze"))
+        prefix = records.signature(_with(with_bert, "distill.inner.bidirectional_loss", "prefix"))
+        assert cloze != prefix, key
+        without_key = copy.deepcopy(with_bert)
+        del without_key["distill"]["inner"]["bidirectional_loss"]
+        assert cloze == records.signature(without_key), key
 
 
 def _with(cfg: dict, dotted: str, value) -> dict:
