@@ -22,7 +22,7 @@ Checks every run record under ``DIR/distill`` and ``DIR/train``:
   complete record;
 - rerun (``--rerun K``): K runs drawn at random (``--seed``) are run again from their
   configs in a scratch results root (their teacher copied, not retrained) and their
-  metrics compared: bitwise on the machine and packages that made them, within
+  metrics compared: bitwise on the machine, packages and commit that made them, within
   ``--tolerance`` elsewhere.
 
 Prints a verdict table and exits 1 on any failure (2 on bad usage).
@@ -258,7 +258,9 @@ class Audit:
         candidates = sorted(d for d, r in self.runs.items()
                             if r.get("status") == "complete" and r.get("kind") == "distill")
         sample = random.Random(seed).sample(candidates, min(k, len(candidates)))
-        here = records.environment()["host"], records.package_versions()
+        # the commit too: a later commit may change the numbers' last bits (a sum reordered),
+        # which the package versions do not show while td3's own version stays
+        here = records.environment()["host"], records.package_versions(), records.git_state().get("sha")
         for run_dir in sample:
             c.checked += 1
             record = self.runs[run_dir]
@@ -279,11 +281,12 @@ class Audit:
                     c.failures.append(f"{run_dir.name}: the re-run failed: {result.error}")
                     continue
                 again = records.read_record(result.run_dir)
-            same_place = ((record.get("environment") or {}).get("host"), record.get("packages")) == here
+            same_place = ((record.get("environment") or {}).get("host"), record.get("packages"),
+                          (record.get("git") or {}).get("sha")) == here
             worst = _max_difference(record.get("metrics") or {}, again.get("metrics") or {})
             if same_place and worst != 0.0:
-                c.failures.append(f"{run_dir.name}: re-run differs (max |Δ| = {worst:.3g}); same machine and "
-                                  f"packages, so it should be bitwise")
+                c.failures.append(f"{run_dir.name}: re-run differs (max |Δ| = {worst:.3g}); same machine, "
+                                  f"packages and commit, so it should be bitwise")
             elif not same_place and worst > tolerance:
                 c.failures.append(f"{run_dir.name}: re-run differs by {worst:.3g} > tolerance {tolerance}")
             else:

@@ -7,12 +7,14 @@ t, the global encoder is c_global = h_t and the local encoder attends over the p
     c_local[t]  = Σ_j alpha[t, j] h_j
     feature[t]  = B · dropout([c_local[t]; c_global[t]])   (B: 2H -> E, no bias)
 
-RecBole computes this once, for the last position. Here every position t is a query and the
-(B, L, L) attention carries a causal mask (and a key mask for padding), so the feature at t
-is exactly RecBole's feature for the prefix ending at t and one pass serves every prefix.
-Cost: a (B, L, L, H) tensor inside the sigmoid. Scoring the next item (``next_features``,
-what evaluation calls for every user) needs one query per sequence, so it builds only the
-(B, 1, L, H) slice instead of all L queries to keep one.
+RecBole computes this once, for the last position. Here every position t is a query over the
+keys j <= t (padding keys weigh nothing), so the feature at t is exactly RecBole's feature
+for the prefix ending at t and one pass serves every prefix. Cost: the sigmoid of the
+L(L+1)/2 causal (query, key) pairs, (B, L(L+1)/2, H), about half of all L² pairs: building
+all of them and masking half was slower and took more memory (docs/performance.md,
+"Several learners"). Scoring the next item (``next_features``, what
+evaluation calls for every user) needs one query per sequence, so it builds only the
+(B, 1, L, H) slice of that query's keys.
 
 Defaults: RecBole's NARM.yaml has embedding 64, hidden 128, 1 layer, dropouts [0.25, 0.5]
 (embedding, concatenation). Here ``hidden_size`` defaults to 64 and ``embedding_size`` to
@@ -58,10 +60,13 @@ class NARM(SequentialRecommender):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = self.default_mask(x, mask)  # (B, L)
         h = self._states(x)  # (B, L, H)
-        L = h.shape[1]
-        causal = torch.ones(L, L, dtype=torch.bool, device=h.device).tril()
-        allowed = causal.unsqueeze(0) & mask.unsqueeze(1)  # (B, L, L): query t may see key j
-        return self._read(h, h, allowed)  # (B, L, E)
+        B, L, H = h.shape
+        t, j = torch.tril_indices(L, L, device=h.device)  # (P,) pairs: query t sees key j <= t
+        keys, queries = self.a_1(h), self.a_2(h)  # (B, L, H) each
+        score = self.v_t(torch.sigmoid(keys[:, j] + queries[:, t])).squeeze(-1)  # (B, P): the causal pairs only
+        score = score * mask[:, j].to(score.dtype)  # padding keys weigh nothing
+        alpha = score.new_zeros(B, L * L).index_add(1, t * L + j, score).view(B, L, L)  # (B, L, L)
+        return self._feature(alpha @ h, h)  # (B, L, E)
 
     def next_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """forward's feature at each sequence's last position, computed for that query alone: (B, E)."""
@@ -78,11 +83,14 @@ class NARM(SequentialRecommender):
         return native_gru(self.gru, self.emb_dropout(self.embed_items(x)))
 
     def _read(self, h: torch.Tensor, query: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """Local + global encoder for Q query states (B, Q, H) over keys h (B, L, H) -> (B, Q, E)."""
+        """Local + global encoder for Q query states (B, Q, H) over keys h (B, L, H) -> (B, Q, E),
+        ``allowed`` (B, Q, L) saying which keys each query sees."""
         keys = self.a_1(h).unsqueeze(1)  # (B, 1, L, H)
         queries = self.a_2(query).unsqueeze(2)  # (B, Q, 1, H)
         alpha = self.v_t(torch.sigmoid(keys + queries)).squeeze(-1)  # (B, Q, L)
         alpha = alpha.masked_fill(~allowed, 0.0)
-        c_local = alpha @ h  # (B, Q, H)
-        c = self.ct_dropout(torch.cat([c_local, query], dim=-1))  # (B, Q, 2H)
-        return self.b(c)  # (B, Q, E)
+        return self._feature(alpha @ h, query)  # (B, Q, E)
+
+    def _feature(self, c_local: torch.Tensor, c_global: torch.Tensor) -> torch.Tensor:
+        """B · dropout([c_local; c_global]): (B, Q, H) twice -> (B, Q, E)."""
+        return self.b(self.ct_dropout(torch.cat([c_local, c_global], dim=-1)))
