@@ -454,29 +454,33 @@ def table4(values: pd.DataFrame, runs: pd.DataFrame, ranking: str, protocol: str
         sv = seed_values(values, runs, ranking, model=model)
         for dataset in datasets:
             d = sv[sv["dataset"] == dataset]
-            td3 = d[(d["method"] == "td3") & (d["summary_protocol"] == protocol) & d["run_dir"].isin(multi["run_dir"])]
+            # TD3's summaries, then any other method's evaluated on several architectures (Farzi's)
+            summaries = d[(d["method"] != "full") & (d["summary_protocol"] == protocol) & d["run_dir"].isin(multi["run_dir"])]
             full = d[d["method"] == "full"]
-            if td3.empty:
+            if not (summaries["method"] == "td3").any():
                 continue
             group = f"{dataset} {MODEL_LABELS[model]}"
-            # one row per size and per variant: the set of distilling learners (the run's model
-            # alone: no label), and any other setting the run departs in
-            td3 = td3.assign(learners=td3["variant"])
-            full_row, td3_rows = RowValues(full, [], cols), RowValues(td3, ["size", "learners"], cols)
-            keys = sorted(td3.groupby(["size", "learners"]).groups, key=lambda k: (k[0], k[1]))
-            for size in sorted(td3["size"].unique()):
+            # one row per size, method and variant: the set of distilling learners (the run's
+            # model alone: no label), and any other setting the run departs in
+            summaries = summaries.assign(learners=summaries["variant"])
+            full_row = RowValues(full, [], cols)
+            rows = RowValues(summaries, ["size", "method", "learners"], cols)
+            order = {m: i for i, m in enumerate(["td3", *METHOD_LABELS])}
+            keys = sorted(summaries.groupby(["size", "method", "learners"]).groups,
+                          key=lambda k: (k[0], order.get(k[1], len(order)), k[1], k[2]))
+            for size in sorted(summaries["size"].unique()):
                 ref = None
                 if not full.empty:
                     ref = t.add(group, "full data", "full", full_row.cells(), budget=full_row.budget(),
                                 paper=paper.cells("table4", dataset, "full", "Full-Data", MODEL_LABELS[model])
                                 if use_paper else None, extra={"model": model})
-                for _, learners in (k for k in keys if k[0] == size):
-                    label = f"TD3 {size}" + (f" ({learners})" if learners else "")
-                    t.add(group, label, "td3", td3_rows.cells((size, learners)),
-                          budget=td3_rows.budget((size, learners)), reference=ref,
+                for _, method, learners in (k for k in keys if k[0] == size):
+                    label = f"{METHOD_LABELS.get(method, method)} {size}" + (f" ({learners})" if learners else "")
+                    t.add(group, label, method, rows.cells((size, method, learners)),
+                          budget=rows.budget((size, method, learners)), reference=ref,
                           extra={"model": model, "size": size, **({"variant": learners} if learners else {})},
                           paper=paper.cells("table4", dataset, size, "TD3", MODEL_LABELS[model])
-                          if use_paper and not learners else None)
+                          if use_paper and method == "td3" and not learners else None)
     if any((row.get("extra") or {}).get("variant") for row in t.rows):
         t.title = t.title[:-1] + "; learners=...: a summary distilled through several learners; other labels: the settings a summary departs in)"
     if use_paper:

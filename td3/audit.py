@@ -113,7 +113,7 @@ class Audit:
                     actual = f"unreadable ({exc})"
                 if records.sealed_path(run_dir, name) is None and actual is not None:
                     c.warnings.append(f"{run_dir}: {name} withheld from this root (larger than "
-                                      f"{records.PUBLISH_LIMIT >> 20} MiB); its digest is the record's")
+                                      f"{records.PUBLISH_LIMIT >> 10} KiB); its digest is the record's")
                 if actual is None:
                     c.failures.append(f"{run_dir}: {name} is missing")
                 elif actual != digest:

@@ -13,8 +13,9 @@ results root, so that ``analysis/make_tables.py --results DST`` and
   ``pool/``, ``last.pt`` or ``state.pt``. The per-user metrics and the hard sequences are
   stored xz-compressed (``per_user.parquet.xz``,
   ``summary.inter.xz``: ``records.PACKED_FILES``), holding the very bytes their seal names;
-  ``records.read_per_user`` and the audit read them as they are. A file over 1 MiB is
-  withheld: ``<name>.withheld`` holds its sha256 and size (the audit warns of it);
+  ``records.read_per_user`` and the audit read them as they are. A file over 512 KiB
+  (``records.PUBLISH_LIMIT``) is withheld: ``<name>.withheld`` holds its sha256 and size
+  (the audit warns of it);
 - ``summaries/<summary>/distill.json`` (the optimisation's history) of the summaries those
   runs used;
 - ``sweeps/<name>/<time>/``'s ``multirun.yaml``, ledger (packed into one file, ``jobs.jsonl``:
@@ -34,7 +35,8 @@ runs, the teachers and full-data runs those records name, and the sweeps' ledger
 root shared by several experiments, each published to its own ``DST``).
 
 ``python -m td3.publish --repack DST`` stores a root published before the current layout in
-it (records on one line) without its source, checking each record's seal first.
+it (records on one line, files over the size limit withheld) without its source, checking
+each record's seal first.
 """
 from __future__ import annotations
 
@@ -118,7 +120,22 @@ def repack(dst: Path) -> dict:
             print(f"not repacked: {path}: unreadable or its seal does not match")
             continue
         counts["rewritten"] += _write_record(record, path)
+    counts["withheld"] = _withhold_published(dst)
     return counts
+
+
+def _withhold_published(dst: Path) -> int:
+    """Withhold the sealed files of a published root that are over ``records.PUBLISH_LIMIT``
+    (published under a larger limit); returns how many stand-ins were written. Links to such
+    a file (``_link_duplicates``) are replaced first, while the file they read still exists."""
+    over = []
+    for path in sorted(dst.glob("*/*/" + records.RECORD_NAME)):
+        record = records.read_record(path.parent)
+        for name in (record or {}).get("files") or {}:
+            file = path.parent / name
+            if file.is_file() and file.stat().st_size > records.PUBLISH_LIMIT:  # a link: its target's size
+                over.append((not file.is_symlink(), file, record))
+    return sum(_withhold(file, file.parent, record) for _, file, record in sorted(over, key=lambda o: o[:2]))
 
 
 def _withhold(src: Path, target: Path, record: dict) -> bool:
@@ -300,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         counts = repack(root)
         print(json.dumps(counts))
-        print(f"{counts['rewritten']} of {counts['records']} records stored anew ({counts['refused']} refused); "
+        print(f"{counts['rewritten']} of {counts['records']} records stored anew ({counts['refused']} refused), "
+              f"{counts['withheld']} files over {records.PUBLISH_LIMIT >> 10} KiB withheld; "
               f"{root} holds {size_mb(root):.1f} MB on disk")
         return 1 if counts["refused"] else 0
     if args.dst is None:

@@ -332,7 +332,8 @@ def test_table2_leaves_the_fsa_alt_ablation_to_table6_and_keeps_rank_variants(tm
 
 def test_table4_sets_summaries_of_several_learners_beside_the_single_learners(tmp_path):
     """distill.learners: its summaries get rows of their own in Table 4, per architecture,
-    never mixed into the cells of the summaries distilled through SASRec alone."""
+    never mixed into the cells of the summaries distilled through SASRec alone; another
+    method's summaries evaluated on the four architectures (Farzi's) get rows of their own."""
     root = tmp_path / "runs"
     four = ["sasrec", "gru4rec", "narm", "bert4rec"]
 
@@ -354,6 +355,8 @@ def test_table4_sets_summaries_of_several_learners_beside_the_single_learners(tm
         with_models(write_run(root, f"td3-all-{s}", "td3", "ml-100k", "50x50", s, {}), several, learners=four)
         with_models(write_run(root, f"full-{s}", "full", "ml-100k", "50x50", s, {}),
                     {"sasrec": 0.39, "gru4rec": 0.39, "narm": 0.37, "bert4rec": 0.34})
+        with_models(write_run(root, f"farzi-{s}", "farzi", "ml-100k", "50x50", s, {}),
+                    {"sasrec": 0.355, "gru4rec": 0.325, "narm": 0.275, "bert4rec": 0.265})
     out = tmp_path / "tables"
     make_tables("--results", root, "--out", out)
     t4 = (out / "table4_recbole100_scratch.md").read_text()
@@ -365,6 +368,10 @@ def test_table4_sets_summaries_of_several_learners_beside_the_single_learners(tm
     assert ndcg10[("ml-100k BERT4Rec", label)] == "30.00 ± 0.00"
     assert ndcg10[("ml-100k GRU4Rec", label)] == "36.00 ± 0.00"
     assert len(ndcg10) == 8  # four architectures × (SASRec alone, the four learners)
+    farzi = {cells[0].lstrip("| "): cells[3] for cells in (line.split(" | ") for line in t4.splitlines())
+             if len(cells) > 4 and cells[1] == "Farzi 50x50"}
+    assert farzi == {"ml-100k SASRec": "35.50 ± 0.00", "ml-100k GRU4Rec": "32.50 ± 0.00",
+                     "ml-100k NARM": "27.50 ± 0.00", "ml-100k BERT4Rec": "26.50 ± 0.00"}
     t2 = (out / "table2_recbole100_scratch.md").read_text()
     assert "| TD3 50x50 | " in t2 and label in t2
 

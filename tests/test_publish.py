@@ -123,6 +123,32 @@ def test_packed_files_hold_the_sealed_bytes_and_an_edit_is_caught(sweep, tmp_pat
 
 
 @pytest.mark.slow
+def test_repack_withholds_the_files_a_lowered_size_limit_leaves_out(sweep, tmp_path, monkeypatch):
+    """A root published under a larger limit: --repack replaces each sealed file now over
+    ``records.PUBLISH_LIMIT`` (and every link to one) by its stand-in, which carries the
+    record's digest; the audit then warns of it and passes."""
+    from td3 import publish as publish_module
+    from td3 import records
+
+    src, env, dst, run = published_td3_run(sweep, tmp_path)
+    summaries = sorted(p for p in dst.glob("distill/*/summary.pt"))
+    assert summaries and not list(dst.rglob("*.withheld"))
+    size = max(p.stat().st_size for p in summaries)
+    monkeypatch.setattr(records, "PUBLISH_LIMIT", size - 1)
+    over = [p for p in summaries if p.stat().st_size > size - 1]  # links: their target's size
+    counts = publish_module.repack(dst)
+    assert counts["withheld"] == len(over) > 0
+    for path in over:
+        assert not path.exists() and not path.is_symlink()
+        stand_in = json.loads(path.with_name("summary.pt.withheld").read_text())
+        assert stand_in["sha256"] == records.read_record(path.parent)["files"]["summary.pt"]
+        assert stand_in["bytes"] == size
+    assert not [p for p in dst.rglob("*") if p.is_symlink() and not p.exists()]  # no link left dangling
+    assert publish_module.repack(dst)["withheld"] == 0  # once
+    audit = run_cli("td3.audit", str(dst), env=env, timeout=600)
+    assert audit.returncode == 0 and "withheld from this root" in audit.stdout, audit.stdout[-3000:]
+
+
 def test_records_are_published_on_one_line_and_a_root_repacks_in_place(sweep, tmp_path):
     from td3 import records
 
