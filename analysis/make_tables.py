@@ -465,7 +465,7 @@ def table4(values: pd.DataFrame, runs: pd.DataFrame, ranking: str, protocol: str
             summaries = summaries.assign(learners=summaries["variant"])
             full_row = RowValues(full, [], cols)
             rows = RowValues(summaries, ["size", "method", "learners"], cols)
-            order = {m: i for i, m in enumerate(["td3", *METHOD_LABELS])}
+            order = {m: i for i, m in enumerate(METHOD_LABELS)}  # TD3 first, as METHOD_LABELS lists it
             keys = sorted(summaries.groupby(["size", "method", "learners"]).groups,
                           key=lambda k: (k[0], order.get(k[1], len(order)), k[1], k[2]))
             for size in sorted(summaries["size"].unique()):

@@ -107,9 +107,10 @@ def _write_record(record: dict, dst: Path) -> bool:
 
 def repack(dst: Path) -> dict:
     """Store every record of a published root in the published layout (one line), leaving
-    its content, and so its seal, as it is; a record whose seal fails is left untouched and
-    named. Returns counts."""
+    its content, and so its seal, as it is, and withhold its sealed files over the size
+    limit; a record whose seal fails is left untouched and named. Returns counts."""
     counts = {"records": 0, "rewritten": 0, "refused": 0}
+    over = []  # sealed files over records.PUBLISH_LIMIT (published under a larger limit)
     for path in sorted(dst.glob("*/*/" + records.RECORD_NAME)):
         if path.is_symlink():
             continue
@@ -120,22 +121,14 @@ def repack(dst: Path) -> dict:
             print(f"not repacked: {path}: unreadable or its seal does not match")
             continue
         counts["rewritten"] += _write_record(record, path)
-    counts["withheld"] = _withhold_published(dst)
-    return counts
-
-
-def _withhold_published(dst: Path) -> int:
-    """Withhold the sealed files of a published root that are over ``records.PUBLISH_LIMIT``
-    (published under a larger limit); returns how many stand-ins were written. Links to such
-    a file (``_link_duplicates``) are replaced first, while the file they read still exists."""
-    over = []
-    for path in sorted(dst.glob("*/*/" + records.RECORD_NAME)):
-        record = records.read_record(path.parent)
-        for name in (record or {}).get("files") or {}:
+        for name in record.get("files") or {}:
             file = path.parent / name
             if file.is_file() and file.stat().st_size > records.PUBLISH_LIMIT:  # a link: its target's size
                 over.append((not file.is_symlink(), file, record))
-    return sum(_withhold(file, file.parent, record) for _, file, record in sorted(over, key=lambda o: o[:2]))
+    # links to such a file (_link_duplicates) first, while the file they read still exists
+    counts["withheld"] = sum(_withhold(file, file.parent, record)
+                             for _, file, record in sorted(over, key=lambda o: o[:2]))
+    return counts
 
 
 def _withhold(src: Path, target: Path, record: dict) -> bool:
