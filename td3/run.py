@@ -47,8 +47,9 @@ class RunResult:
 
 
 @contextmanager
-def run_log(run_dir: Path) -> Iterator[None]:
-    """Append the process's td3 log lines to ``run_dir/run.log`` while the run lasts."""
+def run_log(run_dir: Path) -> Iterator[logging.Handler]:
+    """Append the process's td3 log lines to ``run_dir/run.log`` while the run lasts; yields
+    the file's handler (a line for the file alone: ``handler.handle(record)``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(run_dir / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
@@ -57,16 +58,19 @@ def run_log(run_dir: Path) -> Iterator[None]:
     if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)
     try:
-        yield
+        yield handler
     finally:
         root.removeHandler(handler)
         handler.close()
 
 
-def _failed_record(cfg: dict, sig: str, run_dir: Path, error: str, trace: str | None) -> None:
-    """A ``failed`` record, unless the run already wrote one (its own is more precise)."""
+def _failed_record(cfg: dict, sig: str, run_dir: Path, error: str, trace: str | None,
+                   before: dict | None = None) -> None:
+    """A ``failed`` record, unless the attempt wrote one itself (its own is more precise):
+    a failed record other than ``before``, the one the directory held when the attempt
+    began (an earlier attempt's error is replaced, not kept)."""
     existing = records.read_record(run_dir)
-    if existing and existing.get("status") == "failed":
+    if existing and existing.get("status") == "failed" and existing != before:
         return
     record = records.new_record("distill", cfg, sig)
     record.update(status="failed", error=error, method=cfg.get("method"),
@@ -77,9 +81,11 @@ def _failed_record(cfg: dict, sig: str, run_dir: Path, error: str, trace: str | 
     records.write_record(run_dir, record)
 
 
-def record_failure(cfg: dict, error: str) -> Path:
+def record_failure(cfg: dict, error: str, trace: str | None = None, before: dict | None = None) -> Path:
     """A ``failed`` record for ``cfg`` written from outside the run (its job was cancelled
-    or killed before it could write one); a later launch resumes it like any broken run."""
+    or killed before it could write one, or ``python -m td3.distill`` stopped on an error);
+    a later launch resumes it like any broken run. ``before``: the record the attempt
+    started from (see ``_failed_record``)."""
     run_dir = layout.distillation(cfg).dir
     if records.is_complete(run_dir):
         return run_dir
@@ -87,7 +93,7 @@ def record_failure(cfg: dict, error: str) -> Path:
         # again under the lock: a job taken for lost may have been running (holding the
         # lock) and completed while this waited; its complete record stays
         if not records.is_complete(run_dir):
-            _failed_record(cfg, records.signature(cfg), run_dir, error, None)
+            _failed_record(cfg, records.signature(cfg), run_dir, error, trace, before)
     return run_dir
 
 
@@ -106,6 +112,7 @@ def run(cfg: dict, report: Callable[[dict], None] | None = None) -> RunResult:
         record = records.read_record(run_dir)
         log.info("complete, skipped: %s", run_dir)
         return RunResult("skipped", str(run_dir), sig, metrics=_test_metrics(record))
+    before = records.read_record(run_dir)  # an earlier attempt's failed record, if any
     t0 = time.perf_counter()
     with run_log(run_dir):
         log.info("run %s (%s)", sig, run_dir)
@@ -113,12 +120,12 @@ def run(cfg: dict, report: Callable[[dict], None] | None = None) -> RunResult:
             path = distill(cfg, report=report)
         except TD3Error as exc:
             log.error("failed: %s", exc)
-            _failed_record(cfg, sig, run_dir, str(exc), None)
+            _failed_record(cfg, sig, run_dir, str(exc), None, before)
             return RunResult("failed", str(run_dir), sig, error=str(exc), seconds=time.perf_counter() - t0)
         except Exception as exc:  # a bug: keep the traceback in the record and the log
             trace = traceback.format_exc()
             log.error("failed with a bug: %s\n%s", exc, trace)
-            _failed_record(cfg, sig, run_dir, f"{type(exc).__name__}: {exc}", trace)
+            _failed_record(cfg, sig, run_dir, f"{type(exc).__name__}: {exc}", trace, before)
             return RunResult("failed", str(run_dir), sig, error=f"{type(exc).__name__}: {exc}",
                              seconds=time.perf_counter() - t0)
         log.info("complete: %s", path)

@@ -914,13 +914,18 @@ def test_corrupt_state_and_missing_pool_checkpoint(diverged):
     damaged = teacher_dir / teacher["checkpoints"]["pool"][0]
     damaged.write_bytes(damaged.read_bytes()[:100])  # a truncated pool checkpoint
     proc = run(*args, env=env)
-    assert_one_clear_error(proc, str(damaged), "cannot be read", "train it again")
-    assert not path.exists()  # refused while loading the teacher, before any distillation
+    error = assert_one_clear_error(proc, str(damaged), "cannot be read", "train it again")
+    # refused while loading the teacher, before any distillation: the command line keeps the
+    # error in a failed record, and the attempt's log beside it, as a sweep's run would
+    failed = json.loads(path.read_text())
+    assert failed["status"] == "failed" and failed["error"] in error and "traceback" not in failed
+    assert str(damaged) in (path.parent / "run.log").read_text()
     missing = teacher_dir / teacher["checkpoints"]["pool"][1]
     missing.unlink()
     proc = run(*args, env=env)
-    assert_one_clear_error(proc, str(missing), "missing")
-    assert not path.exists()
+    error = assert_one_clear_error(proc, str(missing), "missing")
+    failed = json.loads(path.read_text())  # this attempt's error, not the one before
+    assert failed["status"] == "failed" and str(missing) in failed["error"] and str(damaged) not in failed["error"]
 
     (teacher_dir / "best.pt").write_bytes(b"\x00" * 64)  # the teacher itself, overwritten
     proc = run(*args, env=env)

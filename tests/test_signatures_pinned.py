@@ -390,4 +390,7 @@ if __name__ == "__main__":
               f"        teacher_signature={pin['teacher_signature']!r}, config_sha256={pin['config_sha256']!r}),")
     print("}")
     on_disk = tuple(case for case, pin in pins.items() if (PUBLISHED / pin["run_dir"] / "record.json").is_file())
-    print(f"PUBLISHED_CASES = {on_disk!r}")
+    print("PUBLISHED_CASES = (")  # laid out as in this file, four to a line: replaces it whole
+    for i in range(0, len(on_disk), 4):
+        print("    " + " ".join(f"{case!r}," for case in on_disk[i:i + 4]))
+    print(")")
