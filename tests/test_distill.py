@@ -972,3 +972,21 @@ def test_sigkills_at_random_moments_resume_to_identical_files():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     identical, kills = proc.stdout.strip().splitlines()[-1].split()[0].split("/")
     assert int(kills) >= 1 and identical == kills, proc.stdout
+
+
+def test_summary_labels_benchmark_retrains_the_records_figure_and_the_hard_one(shared, td3_run):
+    """benchmarks/summary_labels.py --soft retrain: the soft learner trained again from the
+    summary file gives the record's test NDCG@10 to the digit (the same evaluation from
+    another entry point); the hard one trains on S's argmax, and its difference is printed."""
+    path, record, _ = td3_run
+    teacher = Path(record["teacher"]["run"]) / "best.pt"
+    proc = subprocess.run([sys.executable, "benchmarks/summary_labels.py", str(path.parent), "--teacher-table",
+                           str(teacher), "--soft", "retrain"], cwd=REPO, env=shared, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stdout.splitlines() if " sasrec seed " in x]
+    words = line.split()
+    soft, hard = float(words[words.index("soft") + 2]), float(words[words.index("hard") + 1])
+    assert f"{soft:.4f}" == f"{record['metrics']['test']['recbole100']['NDCG@10']:.4f}"
+    assert 0.0 <= hard <= 1.0 and hard != soft
+    assert abs(float(words[-1]) - 100 * (hard - soft)) <= 0.011  # printed from the unrounded figures
