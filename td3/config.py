@@ -290,9 +290,10 @@ class TrainRun(_Run):
         p += protocol_problems(self.eval.protocols)
         if t.select_protocol not in PROTOCOLS:
             p += protocol_problems([t.select_protocol], "train.select_protocol")
-        lo, hi = t.pool_epochs
-        if not 1 <= lo <= hi:
-            p.append(f"train.pool_epochs={list(t.pool_epochs)} must be [first, last] with 1 <= first <= last")
+        pool = list(t.pool_epochs) if isinstance(t.pool_epochs, (list, tuple)) else [t.pool_epochs]
+        if not (len(pool) == 2 and all(isinstance(e, int) and not isinstance(e, bool) for e in pool)
+                and 1 <= pool[0] <= pool[1]):
+            p.append(f"train.pool_epochs={pool} must be [first, last] with 1 <= first <= last")
         return p
 
     def check(self) -> "TrainRun":
@@ -362,8 +363,12 @@ class RunConfig(_Run):
         # never read them, so a grid that shares them across methods must not fail there.
         if self.distils:
             p += self._bilevel_problems()
+        if self.distils or self.evaluation.protocol == "paper" or self.method == "full":
+            # the full-data runs it trains on demand (teacher, Full-Data): refused now, not
+            # after the data is loaded
+            p += TrainRun.of(self.teacher()).problems()
         if p:
-            raise ConfigError("; ".join(p))
+            raise ConfigError("; ".join(dict.fromkeys(p)))  # a problem both checks find, once
         return self
 
     def _evaluation_problems(self) -> list[str]:

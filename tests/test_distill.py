@@ -791,6 +791,9 @@ IMPOSSIBLE = {
                         "distill.inner.learn_lr=true needs distill.inner.backend=func"),
     "bidirectional_loss": (["distill.inner.bidirectional_loss=mlm"],
                            "distill.inner.bidirectional_loss='mlm': expected cloze or prefix"),
+    # the teacher's full-data run, trained on demand: refused with the run, not after the data
+    "teacher_pool": (["train.pool_epochs=[2]"], "train.pool_epochs=[2] must be [first, last]"),
+    "teacher_lr": (["train.lr=0"], "train.lr=0 must be > 0"),
 }
 THROUGH_CLI = ("window", "d1", "backend")  # the others in-process: a launch is mostly importing torch
 

@@ -235,6 +235,7 @@ def test_wrong_checksum_leaves_nothing(env, tmp_path, shared_datasets):
     ("max_len=1", "max_len"),
     ("train.stride=0", "train.stride"),
     ("train.pool_epochs=[5,2]", "pool_epochs"),
+    ("train.pool_epochs=[2]", "pool_epochs"),   # one epoch, not [first, last]
     ("model.num_heads=3", "head"),
     ("model=narm", "model.hidden_dropout"),  # an option of another model: an unknown key
 ])
