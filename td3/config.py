@@ -164,6 +164,10 @@ class Inner:
             p.append(f"distill.inner.embedding={self.embedding!r}: expected frozen or trainable")
         if self.alt_weight < 0:
             p.append(f"distill.inner.alt_weight={self.alt_weight} must be >= 0")
+        if not self.weight_decay >= 0:
+            p.append(f"distill.inner.weight_decay={self.weight_decay} must be >= 0")
+        if not self.momentum >= 0:
+            p.append(f"distill.inner.momentum={self.momentum} must be >= 0")
         if self.learn_lr and self.backend != "func":
             p.append(f"distill.inner.learn_lr=true needs distill.inner.backend=func (got {self.backend!r})")
         if self.learn_lr and not self.lr_lr > 0:
@@ -273,7 +277,8 @@ class _Run:
 class TrainRun(_Run):
     """A full-data training run (``python -m td3.train``): the teacher and the init pool."""
 
-    def problems(self) -> list[str]:
+    def problems(self, seed_key: str = "seed") -> list[str]:
+        """``seed_key``: the config key its seed came from (a distillation's ``teacher_seed``)."""
         from .evaluate import PROTOCOLS, protocol_problems  # the protocols' definitions
 
         t, p = self.train, []
@@ -285,6 +290,10 @@ class TrainRun(_Run):
             p.append(f"train.batch_size={t.batch_size} must be >= 1")
         if not t.lr > 0:
             p.append(f"train.lr={t.lr} must be > 0")
+        if not t.weight_decay >= 0:
+            p.append(f"train.weight_decay={t.weight_decay} must be >= 0")
+        p += seed_problems(seed_key, self.seed)
+        p += learner_problems(self.model.name, self.model.options, self.max_len)
         if t.stride is not None and not 1 <= t.stride <= self.max_len:
             p.append(f"train.stride={t.stride} must be in [1, max_len={self.max_len}]")
         p += protocol_problems(self.eval.protocols)
@@ -356,8 +365,13 @@ class RunConfig(_Run):
             p.append(f"summary.zeta={s.zeta} must be >= 3")
         if s.mu < 1:
             p.append(f"summary.mu={s.mu} must be >= 1")
-        if self.method == "td3" and (s.d1 > s.mu or s.d2 > s.zeta):
-            p.append(f"Tucker ranks d1={s.d1}, d2={s.d2} cannot exceed mu={s.mu}, zeta={s.zeta}")
+        if self.method == "td3" and not (1 <= s.d1 <= s.mu and 1 <= s.d2 <= s.zeta):
+            p.append(f"Tucker ranks d1={s.d1}, d2={s.d2} must be >= 1 and at most mu={s.mu}, zeta={s.zeta}")
+        if self.method == "farzi" and s.latent_dim < 1:
+            p.append(f"summary.latent_dim={s.latent_dim} must be >= 1")
+        p += seed_problems("seed", self.seed) + seed_problems("teacher_seed", self.teacher_seed)
+        for seed in self.evaluation.seeds:
+            p += seed_problems("evaluation.seeds", seed)
         p += self._evaluation_problems()
         # The bi-level settings only bind the methods that distil: Random, Longest and Full-Data
         # never read them, so a grid that shares them across methods must not fail there.
@@ -366,7 +380,7 @@ class RunConfig(_Run):
         if self.distils or self.evaluation.protocol == "paper" or self.method == "full":
             # the full-data runs it trains on demand (teacher, Full-Data): refused now, not
             # after the data is loaded
-            p += TrainRun.of(self.teacher()).problems()
+            p += TrainRun.of(self.teacher()).problems(seed_key="teacher_seed")
         if p:
             raise ConfigError("; ".join(dict.fromkeys(p)))  # a problem both checks find, once
         return self
@@ -377,6 +391,9 @@ class RunConfig(_Run):
         if ev.protocol not in ("scratch", "paper"):
             p.append(f"evaluation.protocol={ev.protocol!r}: expected scratch or paper")
         unknown = [n for n in ev.models if n != self.model.name and not (MODEL_CONF_DIR / f"{n}.yaml").is_file()]
+        for name in dict.fromkeys(ev.models):
+            if name not in unknown:
+                p += learner_problems(name, self.learner(name), self.max_len)
         if unknown or not ev.models:
             known = sorted(path.stem for path in MODEL_CONF_DIR.glob("*.yaml"))
             what = f"unknown {', '.join(map(repr, unknown))}" if unknown else "empty"
@@ -417,6 +434,17 @@ class RunConfig(_Run):
             p.append(f"distill.init_from={d.init_from!r}: expected pool or scratch")
         if d.outer.epochs < 1 or d.outer.batch_size < 1:
             p.append("distill.outer.epochs and distill.outer.batch_size must be >= 1")
+        o = d.outer
+        if not o.lr > 0:
+            p.append(f"distill.outer.lr={o.lr} must be > 0")
+        if not o.weight_decay >= 0:
+            p.append(f"distill.outer.weight_decay={o.weight_decay} must be >= 0")
+        if not o.clip > 0:
+            p.append(f"distill.outer.clip={o.clip} must be > 0 (the meta-gradient's largest norm)")
+        if not (o.ce_weight >= 0 and o.fsa_weight >= 0):
+            p.append(f"distill.outer.ce_weight={o.ce_weight} and fsa_weight={o.fsa_weight} must be >= 0")
+        if d.validate_protocol not in ("scratch", "paper"):
+            p.append(f"distill.validate_protocol={d.validate_protocol!r}: expected scratch or paper")
         if d.outer.min_steps < 0:
             p.append(f"distill.outer.min_steps={d.outer.min_steps}: must be >= 0 (0: the epochs alone decide)")
         for key in ("validate_every", "checkpoint_every"):
@@ -436,6 +464,9 @@ class RunConfig(_Run):
                          f"teacher's item table is the summary's V")
             if len(set(learners)) != len(learners):
                 p.append(f"distill.learners={learners} names a learner twice")
+            for name in dict.fromkeys(learners):
+                if name not in unknown:
+                    p += learner_problems(name, self.learner(name), self.max_len)
         sampled = d.sampled_items
         if isinstance(sampled, bool) or not isinstance(sampled, int) or sampled < 0:
             p.append(f"distill.sampled_items={sampled!r} must be an integer >= 0 (0: every item)")
@@ -480,6 +511,21 @@ def settings_problems(epochs, batch_size, lr, weight_decay, select="best_valid",
 
 
 # ---------------------------------------------------------------- learners
+def seed_problems(key: str, seed) -> list[str]:
+    """A seed is a non-negative integer (numpy's SeedSequence, from which runs derive theirs,
+    takes no other)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        return [f"{key}={seed!r} must be an integer >= 0"]
+    return []
+
+
+def learner_problems(name: str, options: Named | Mapping[str, Any], max_len: int) -> list[str]:
+    """What keeps learner ``name`` with ``options`` (a config's ``model`` or conf/model/<name>.yaml)
+    from being built: ``td3.models.model_problems`` before any data is read."""
+    from .models import model_problems
+    return model_problems(name, max_len=max_len, **model_options(options))
+
+
 def learner_options(name: str) -> dict:
     """conf/model/<name>.yaml: a learner's options when it is not the distillation's own."""
     path = MODEL_CONF_DIR / f"{name}.yaml"

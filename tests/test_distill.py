@@ -794,6 +794,13 @@ IMPOSSIBLE = {
     # the teacher's full-data run, trained on demand: refused with the run, not after the data
     "teacher_pool": (["train.pool_epochs=[2]"], "train.pool_epochs=[2] must be [first, last]"),
     "teacher_lr": (["train.lr=0"], "train.lr=0 must be > 0"),
+    "rank_zero": (["summary.d1=0"], "Tucker ranks d1=0, d2=8 must be >= 1"),
+    "outer_lr": (["distill.outer.lr=0"], "distill.outer.lr=0 must be > 0"),
+    "clip": (["distill.outer.clip=0"], "distill.outer.clip=0 must be > 0"),
+    "validate_protocol": (["distill.validate_protocol=papr"], "distill.validate_protocol='papr': expected scratch"),
+    "negative_seed": (["seed=-1"], "seed=-1 must be an integer >= 0"),  # numpy's SeedSequence, mid-run
+    "learner_option": (["model.num_layers=0"], "model 'sasrec': num_layers must be a positive integer"),
+    "inner_decay": (["distill.inner.weight_decay=-0.1"], "distill.inner.weight_decay=-0.1 must be >= 0"),
 }
 THROUGH_CLI = ("window", "d1", "backend")  # the others in-process: a launch is mostly importing torch
 

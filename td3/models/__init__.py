@@ -43,33 +43,40 @@ def _in_interval(value, interval: str) -> bool:
     return low_ok and high_ok
 
 
-def build_model(name: str, num_items: int, **kwargs) -> SequentialRecommender:
-    """Instantiate a learner by name, refusing impossible configurations with ConfigError."""
+def model_problems(name: str, **kwargs) -> list[str]:
+    """What is impossible in learner ``name`` with options ``kwargs`` (empty: buildable), known
+    before any data: runs check their learners with it before they start."""
     key = str(name).lower()
     if key not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
-    cls = MODELS[key]
-    params = inspect.signature(cls.__init__).parameters
+        return [f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}"]
+    params = inspect.signature(MODELS[key].__init__).parameters
     accepted = [p for p in params if p not in ("self", "num_items")]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ConfigError(f"model {key!r} got unknown option(s) {', '.join(unknown)}; "
-                          f"accepted: {', '.join(accepted)}")
+        return [f"model {key!r} got unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"]
     config = {p: params[p].default for p in accepted} | kwargs
-
-    if not _is_positive_int(num_items):
-        raise ConfigError(f"model {key!r}: num_items must be a positive integer, got {num_items!r}")
+    problems = []
     for option in _POSITIVE_INTS:
         if option in config and not (option == "embedding_size" and config[option] is None):
             if not _is_positive_int(config[option]):
-                raise ConfigError(f"model {key!r}: {option} must be a positive integer, got {config[option]!r}")
+                problems.append(f"model {key!r}: {option} must be a positive integer, got {config[option]!r}")
     for option, interval in _PROBABILITIES.items():
         if option in config and not _in_interval(config[option], interval):
-            raise ConfigError(f"model {key!r}: {option} must lie in {interval}, got {config[option]!r}")
-    if "num_heads" in config and config["hidden_size"] % config["num_heads"]:
-        raise ConfigError(f"model {key!r}: hidden_size {config['hidden_size']} is not divisible "
-                          f"by num_heads {config['num_heads']}")
-    return cls(num_items, **kwargs)
+            problems.append(f"model {key!r}: {option} must lie in {interval}, got {config[option]!r}")
+    if not problems and "num_heads" in config and config["hidden_size"] % config["num_heads"]:
+        problems.append(f"model {key!r}: hidden_size {config['hidden_size']} is not divisible "
+                        f"by num_heads {config['num_heads']}")
+    return problems
 
 
-__all__ = ["MODELS", "build_model", "SequentialRecommender", "SASRec", "GRU4Rec", "NARM", "BERT4Rec"]
+def build_model(name: str, num_items: int, **kwargs) -> SequentialRecommender:
+    """Instantiate a learner by name, refusing impossible configurations with ConfigError."""
+    problems = model_problems(name, **kwargs)
+    if not _is_positive_int(num_items):
+        problems.append(f"model {str(name).lower()!r}: num_items must be a positive integer, got {num_items!r}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return MODELS[str(name).lower()](num_items, **kwargs)
+
+
+__all__ = ["MODELS", "build_model", "model_problems", "SequentialRecommender", "SASRec", "GRU4Rec", "NARM", "BERT4Rec"]
