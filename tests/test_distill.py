@@ -1000,3 +1000,23 @@ def test_summary_labels_benchmark_retrains_the_records_figure_and_the_hard_one(s
     assert f"{soft:.4f}" == f"{record['metrics']['test']['recbole100']['NDCG@10']:.4f}"
     assert 0.0 <= hard <= 1.0 and hard != soft
     assert abs(float(words[-1]) - 100 * (hard - soft)) <= 0.011  # printed from the unrounded figures
+
+
+def test_a_failure_replaces_an_earlier_attempts_failed_record_not_this_attempts(tmp_path, monkeypatch):
+    """td3.run.record_failure (a lost SLURM job, the command line's error): the record the
+    attempt started from (``before``) gives way to the new error; a failed record the attempt
+    wrote itself (anything else) is kept, being the more precise."""
+    from td3 import records
+    from td3.run import record_failure
+
+    monkeypatch.setenv("TD3_DATA_DIR", str(tmp_path / "data"))
+    cfg = compose_config(SMALL, tmp_path / "runs")
+    run_dir = record_failure(cfg, "the first attempt's error")
+    first = records.read_record(run_dir)
+    assert first["status"] == "failed" and first["error"] == "the first attempt's error"
+    record_failure(cfg, "the second attempt's error", before=first)  # started from the first's record
+    second = records.read_record(run_dir)
+    assert second["error"] == "the second attempt's error" and second["signature"] == first["signature"]
+    record_failure(cfg, "a lost job's error", before=first)  # the record changed since: the attempt's own
+    assert records.read_record(run_dir) == second
+    assert json.loads((run_dir / "config.json").read_text()) == json.loads(records.canonical_json(cfg))

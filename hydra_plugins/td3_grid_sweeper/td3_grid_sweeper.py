@@ -73,6 +73,9 @@ class GridSweeper(BasicSweeper):
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.grid = [dict(b) for b in grid] if grid else None
         self.skip_complete = skip_complete
+        # each launched point's record before its job (an earlier attempt's failed one, or
+        # None): a job lost now replaces that record's error with its own (td3.run.record_failure)
+        self._before: Dict[tuple, Optional[dict]] = {}
 
     def sweep(self, arguments: List[str]) -> Any:
         from td3 import grid as td3_grid
@@ -98,6 +101,9 @@ class GridSweeper(BasicSweeper):
                 if done:
                     ledger.write_entry(sweep_dir, overrides, status="skipped", run_dir=str(distillation(resolved).dir))
                 else:
+                    if resolved is not None:
+                        from td3.records import read_record
+                        self._before[tuple(overrides)] = read_record(distillation(resolved).dir)
                     todo.append((number, overrides))
                     shared.append(_shared_work(resolved))
             # jobs evaluating a summary another job distils go last: they would wait on it
@@ -212,7 +218,7 @@ class GridSweeper(BasicSweeper):
         result = {"status": "failed", "error": error, "run_dir": "", "signature": ""}
         try:
             resolved = self._resolve(overrides)
-            run_dir = record_failure(resolved, error)
+            run_dir = record_failure(resolved, error, before=self._before.get(tuple(overrides)))
             result.update(run_dir=str(run_dir), signature=records.signature(resolved))
             if records.is_complete(run_dir):
                 entry = ledger.entry(sweep_dir, overrides)
