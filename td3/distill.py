@@ -17,8 +17,6 @@ import json
 import logging
 import shutil
 import time
-import traceback
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,7 +32,7 @@ from .data import load_dataset
 from .data.formats import write_inter
 from .device import setup_runtime
 from .engine import learn_summary
-from .errors import DamagedFileError, TD3Error, TrainingError
+from .errors import DamagedFileError, TrainingError
 from .files import atomic_path
 from .teacher import Teacher
 from .train import train as train_full
@@ -288,37 +286,16 @@ def headline(record: dict) -> list[str]:
 
 @hydra_command("distill")
 def _main(cfg: dict) -> None:
-    # As a launcher's run (td3.run.run) but the error reaches the console: an impossible
-    # config is refused before anything is written; past that, the run's directory keeps
-    # its run.log, and a failed record with the error (and a bug's traceback) unless the
-    # run wrote its own.
-    from .run import record_failure, run_log
+    # A launcher's run (td3.run.run), with the error raised for the command line to report;
+    # an impossible config is refused first, before anything is written.
+    from .run import run
 
     RunConfig.of(cfg).check()
-    run_dir = layout.distillation(cfg).dir
-    before = records.read_record(run_dir)  # an earlier attempt's failed record, if any
-    # a complete run is left as it is, its run.log too (distill says it found it)
-    with (nullcontext(None) if records.is_complete(run_dir) else run_log(run_dir)) as run_file:
-        try:
-            path = distill(cfg)
-        except Exception as exc:
-            bug = not isinstance(exc, TD3Error)
-            error = f"{type(exc).__name__}: {exc}" if bug else str(exc)
-            trace = traceback.format_exc() if bug else None
-            # in run.log alone: the console gets the error once, from the command line
-            if run_file is not None:
-                run_file.handle(logging.makeLogRecord({
-                    "name": log.name, "levelno": logging.ERROR, "levelname": "ERROR",
-                    "msg": f"failed: {error}" + (f"\n{trace}" if trace else "")}))
-            try:
-                record_failure(cfg, error, trace, before)
-            except (OSError, TD3Error):  # a full disk, an edited record: the first error is the one to report
-                pass
-            raise
-    record = records.read_record(path.parent) or {}
-    for line in headline(record):
+    run(cfg, raise_errors=True)
+    place = layout.distillation(cfg)
+    for line in headline(records.read_record(place.dir) or {}):
         print(line, flush=True)
-    print(path, flush=True)
+    print(place.record, flush=True)
 
 
 def main() -> None:

@@ -9,8 +9,9 @@ out), so the same grid point launched by any launcher lands in the same director
 - a complete record there: nothing is run (``status="skipped"``);
 - a checkpoint there: the run resumes from it (a preempted or killed job);
 - an error: the run's record says ``failed`` with the error, and ``run`` returns normally,
-  so the sweep goes on. Only the launcher's own exits (SystemExit, KeyboardInterrupt:
-  Submitit's requeue on preemption, Ray stopping a trial) pass through.
+  so the sweep goes on (``python -m td3.distill`` asks for the error to be raised instead).
+  Only the launcher's own exits (SystemExit, KeyboardInterrupt: Submitit's requeue on
+  preemption, Ray stopping a trial) pass through.
 
 Each run directory also gets ``run.log``: everything the run logged, every attempt.
 """
@@ -97,8 +98,14 @@ def record_failure(cfg: dict, error: str, trace: str | None = None, before: dict
     return run_dir
 
 
-def run(cfg: dict, report: Callable[[dict], None] | None = None) -> RunResult:
-    """Run ``cfg`` (a resolved distill config) to its record; never raises for a failed run."""
+def run(cfg: dict, report: Callable[[dict], None] | None = None, *,
+        raise_errors: bool = False) -> RunResult:
+    """Run ``cfg`` (a resolved distill config) to its record.
+
+    A failed run gets its ``failed`` record and run.log's account of the error either way;
+    then a launcher's call (the default) returns it as a RunResult, so the sweep goes on,
+    while ``raise_errors=True`` (``python -m td3.distill``) raises it for the command line
+    to report; the error's line then goes to run.log alone, so the console gets it once."""
     from .distill import distill
 
     place = layout.distillation(cfg)
@@ -106,31 +113,38 @@ def run(cfg: dict, report: Callable[[dict], None] | None = None) -> RunResult:
     try:
         done = records.is_complete(run_dir)
     except TD3Error as exc:  # a complete record edited since: neither trusted nor overwritten
+        if raise_errors:
+            raise
         log.error("refused: %s", exc)
         return RunResult("failed", str(run_dir), sig, error=str(exc))
-    if done:
-        record = records.read_record(run_dir)
-        log.info("complete, skipped: %s", run_dir)
-        return RunResult("skipped", str(run_dir), sig, metrics=_test_metrics(record))
+    if done:  # left as it is, its run.log too
+        log.info("complete run found, nothing to do: %s", run_dir)
+        return RunResult("skipped", str(run_dir), sig, metrics=_test_metrics(records.read_record(run_dir)))
     before = records.read_record(run_dir)  # an earlier attempt's failed record, if any
     t0 = time.perf_counter()
-    with run_log(run_dir):
+    with run_log(run_dir) as run_file:
         log.info("run %s (%s)", sig, run_dir)
         try:
-            path = distill(cfg, report=report)
-        except TD3Error as exc:
-            log.error("failed: %s", exc)
-            _failed_record(cfg, sig, run_dir, str(exc), None, before)
-            return RunResult("failed", str(run_dir), sig, error=str(exc), seconds=time.perf_counter() - t0)
-        except Exception as exc:  # a bug: keep the traceback in the record and the log
-            trace = traceback.format_exc()
-            log.error("failed with a bug: %s\n%s", exc, trace)
-            _failed_record(cfg, sig, run_dir, f"{type(exc).__name__}: {exc}", trace, before)
-            return RunResult("failed", str(run_dir), sig, error=f"{type(exc).__name__}: {exc}",
-                             seconds=time.perf_counter() - t0)
-        log.info("complete: %s", path)
-    record = records.read_record(run_dir)
-    return RunResult("complete", str(run_dir), sig, metrics=_test_metrics(record),
+            distill(cfg, report=report)
+        except Exception as exc:  # not SystemExit or KeyboardInterrupt: the launcher's own
+            bug = not isinstance(exc, TD3Error)
+            error = f"{type(exc).__name__}: {exc}" if bug else str(exc)
+            trace = traceback.format_exc() if bug else None  # a bug: its traceback is kept
+            line = ("failed with a bug: " if bug else "failed: ") + error + (f"\n{trace}" if trace else "")
+            if raise_errors:
+                run_file.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, line, None, None))
+            else:
+                log.error("%s", line)
+            try:
+                record_failure(cfg, error, trace, before)
+            except (OSError, TD3Error) as unrecorded:  # a full disk, an edited record
+                if not raise_errors:  # (raised: the first error is the one to report)
+                    log.error("the failed record could not be written: %s", unrecorded)
+            if raise_errors:
+                raise
+            return RunResult("failed", str(run_dir), sig, error=error, seconds=time.perf_counter() - t0)
+        log.info("complete: %s", run_dir)
+    return RunResult("complete", str(run_dir), sig, metrics=_test_metrics(records.read_record(run_dir)),
                      seconds=time.perf_counter() - t0)
 
 

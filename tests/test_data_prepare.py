@@ -340,6 +340,10 @@ def test_bad_options(data_dir, tmp_path):
         load_dataset("custom", path=str(tmp_path / "x.inter"), format="atomic")
     with pytest.raises(ConfigError, match=r"synthetic dataset: max_len=60 > num_items=50"):
         load_dataset("synthetic", num_items=50, num_clusters=2)
+    # each integer option's own least value, said once (not ">= 0" and then "< 1")
+    for key, value, minimum in (("num_users", 0, 1), ("num_items", 2, 3), ("min_len", 2, 3), ("seed", -1, 0)):
+        with pytest.raises(ConfigError, match=rf"'synthetic': {key} must be an integer >= {minimum}, got {value}$"):
+            load_dataset("synthetic", **{key: value})
 
 
 def test_malformed_custom_file_reports_file_and_line(data_dir, tmp_path):

@@ -192,7 +192,7 @@ def _resolve_options(name_or_cfg, data_dir, options: dict
         for f in dataclasses.fields(SyntheticConfig):
             if f.name in merged:
                 value = merged[f.name]
-                synthetic_args[f.name] = (_as_int(name, f.name, value, 0)
+                synthetic_args[f.name] = (_as_int(name, f.name, value, SyntheticConfig.MINIMUM[f.name])
                                           if isinstance(f.default, int)
                                           else float(_as_number(name, f.name, value)))
         synthetic = SyntheticConfig(**synthetic_args).validate()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,10 @@ class SyntheticConfig:
     follow_prob: float = 0.7      # P(next item is a successor of the current one)
     stay_prob: float = 0.85       # P(stay in the cluster) when not following a successor
     zipf_exponent: float = 1.0    # popularity skew inside a cluster
+
+    #: The least each integer option can be on its own (``validate`` checks how they relate).
+    MINIMUM: ClassVar[dict] = {"num_users": 1, "num_items": 3, "num_clusters": 1,
+                               "min_len": 3, "max_len": 3, "seed": 0}
 
     def validate(self) -> "SyntheticConfig":
         problems = []
