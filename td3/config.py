@@ -216,6 +216,7 @@ class Distill:
     init_from: str = "pool"          # pool | scratch
     sampled_items: int = 0           # 0: every item (td3.candidates)
     learners: tuple[str, ...] = ()   # the inner learners drawn from, one per outer step; (): the model alone
+    validate_learners: str = "model"  # model | all: the run's model validates S, or every inner learner (their mean)
 
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> "Distill":
@@ -445,6 +446,8 @@ class RunConfig(_Run):
             p.append(f"distill.outer.ce_weight={o.ce_weight} and fsa_weight={o.fsa_weight} must be >= 0")
         if d.validate_protocol not in ("scratch", "paper"):
             p.append(f"distill.validate_protocol={d.validate_protocol!r}: expected scratch or paper")
+        if d.validate_learners not in ("model", "all"):
+            p.append(f"distill.validate_learners={d.validate_learners!r}: expected model or all")
         if d.outer.min_steps < 0:
             p.append(f"distill.outer.min_steps={d.outer.min_steps}: must be >= 0 (0: the epochs alone decide)")
         for key in ("validate_every", "checkpoint_every"):

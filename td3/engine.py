@@ -302,19 +302,26 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
         engine.resume(state["history"], state["step"])  # each learner's per-epoch init
         log.info("resuming %s after outer step %d", summary_dir.name, state["step"])
 
-    def validate() -> float:
-        """A fresh learner trained on S (by default as the evaluated learners will be)."""
-        paper = d.validate_protocol == "paper"
-        result = summary_training.train_on_summary(
-            summary.distributions().detach(), data, run.model.name, model_options(run.model),
-            epochs=d.validate_epochs, batch_size=d.validate_batch_size, lr=d.validate_lr,
-            weight_decay=d.validate_weight_decay, alt=d.inner.alt, alt_low=d.inner.alt_low,
-            alt_weight=d.inner.alt_weight, bidirectional_loss=d.inner.bidirectional_loss,
-            seed=seed, max_len=run.max_len, select="last",
-            eval_protocols=(summary_training.SELECT_PROTOCOL,), protocol=d.validate_protocol,
-            teacher_item_embedding=teacher.item_embedding if paper else None, device=device,
-            stoppable=False)   # a stop waits for the outer step's checkpoint
-        return result.valid.metrics[summary_training.SELECT_PROTOCOL][summary_training.SELECT_METRIC]
+    # who validates: the run's model, or every inner learner (their mean; docs/method.md,
+    # "Several learners"): each as the evaluated learners will be trained, its own options
+    validators = engine.learners if d.validate_learners == "all" else engine.learners[:1]
+
+    def validate() -> tuple[float, dict[str, float]]:
+        """Fresh learners trained on S: their mean MRR@10 on the validation users, and each's."""
+        S = summary.distributions().detach()
+        scores = {}
+        for learner in validators:
+            result = summary_training.train_on_summary(
+                S, data, learner.name, model_options(run.learner(learner.name)),
+                epochs=d.validate_epochs, batch_size=d.validate_batch_size, lr=d.validate_lr,
+                weight_decay=d.validate_weight_decay, alt=d.inner.alt, alt_low=d.inner.alt_low,
+                alt_weight=d.inner.alt_weight, bidirectional_loss=d.inner.bidirectional_loss,
+                seed=seed, max_len=run.max_len, select="last",
+                eval_protocols=(summary_training.SELECT_PROTOCOL,), protocol=d.validate_protocol,
+                teacher_item_embedding=learner.teacher.item_embedding if d.validate_protocol == "paper" else None,
+                device=device, stoppable=False)   # a stop waits for the outer step's checkpoint
+            scores[learner.name] = result.valid.metrics[summary_training.SELECT_PROTOCOL][summary_training.SELECT_METRIC]
+        return float(np.mean(list(scores.values()))), scores
 
     step_seconds = []
     bar = tqdm(total=engine.total_steps, initial=state["step"], desc=f"distill {data.name}/{run.method}",
@@ -329,8 +336,11 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
             state["step"] = step + 1
             last = state["step"] == engine.total_steps
             if state["step"] % d.validate_every == 0 or last:
-                score = validate()
-                state["validations"].append({"step": state["step"], "valid_MRR@10": score})
+                score, by_learner = validate()
+                validation = {"step": state["step"], "valid_MRR@10": score}
+                if len(by_learner) > 1:
+                    validation["by_learner"] = by_learner
+                state["validations"].append(validation)
                 if report is not None:
                     report({"step": state["step"], "valid_MRR@10": score})
                 if score > state["best_score"]:

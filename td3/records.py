@@ -42,10 +42,15 @@ NON_RESULT_KEYS = ("results_dir", "progress", "threads", "device", "eval.batch_s
 #: A new key goes here with its neutral value; a key whose default changes does not.
 NEUTRAL_VALUES = {"evaluation.eval_every": 1, "distill.sampled_items": 0, "distill.learners": [],
                   "distill.outer.min_steps": 0, "distill.inner.learn_lr": False, "distill.inner.lr_lr": 0.01,
-                  "distill.inner.bidirectional_loss": "cloze"}
+                  "distill.inner.bidirectional_loss": "cloze", "distill.validate_learners": "model"}
 
 def _learns_inner_lr(cfg: dict) -> bool:
     return _same_value(_get(cfg, "distill.inner.learn_lr"), True)
+
+
+def _has_several_learners(cfg: dict) -> bool:
+    """An inner learner other than the run's model (``distill.learners``)."""
+    return any(name != _get(cfg, "model.name") for name in _get(cfg, "distill.learners") or [])
 
 
 def _trains_bert4rec(cfg: dict) -> bool:
@@ -59,7 +64,8 @@ def _trains_bert4rec(cfg: dict) -> bool:
 #: does not make copies of one run under several names, nor a changed default of theirs
 #: move runs it does not concern.
 INERT_UNLESS = {"distill.inner.lr_lr": _learns_inner_lr,
-                "distill.inner.bidirectional_loss": _trains_bert4rec}
+                "distill.inner.bidirectional_loss": _trains_bert4rec,
+                "distill.validate_learners": _has_several_learners}
 
 #: Packages whose versions go in every record.
 PACKAGES = ("td3", "torch", "numpy", "pandas", "scipy", "hydra-core", "omegaconf", "higher",

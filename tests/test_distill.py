@@ -683,6 +683,35 @@ def test_several_inner_learners_each_shape_the_summary(tmp_path, monkeypatch):
     assert [again.learner_at(i).name for i in range(12)] == [e["learner"] for e in entries]
 
 
+def test_every_inner_learner_can_validate_the_summary(tmp_path, monkeypatch):
+    """distill.validate_learners=all: each validation trains every inner learner on S and
+    scores their mean MRR@10 (each learner's kept beside it); the outer steps are those of
+    the run whose model validates alone, so only the step picked as the best can differ."""
+    from td3.config import RunConfig, dataset_options
+    from td3.data import load_dataset
+    from td3.engine import learn_summary
+
+    monkeypatch.setenv("TD3_DATA_DIR", str(tmp_path / "data"))
+    infos = {}
+    for who in ("model", "all"):
+        cfg = compose_config([*[o for o in SMALL if not o.startswith("distill.outer.batch_size=")],
+                              "distill.outer.batch_size=200", f"distill.learners=[{','.join(LEARNERS)}]",
+                              f"distill.validate_learners={who}"], tmp_path / who)
+        data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
+        teachers = {name: _RandomTeacher(cfg, data.num_items, name, pool=2) for name in LEARNERS}
+        _, infos[who] = learn_summary(RunConfig.of(cfg), data, teachers["sasrec"], tmp_path / who / "summary",
+                                      torch.device("cpu"), teachers={n: t for n, t in teachers.items() if n != "sasrec"})
+    alone, every = infos["model"], infos["all"]
+    assert len(alone["validations"]) >= 2
+    assert [h["ce"] for h in every["history"]] == [h["ce"] for h in alone["history"]]  # the same path
+    for a, b in zip(alone["validations"], every["validations"], strict=True):
+        assert "by_learner" not in a and list(b["by_learner"]) == list(LEARNERS)
+        assert b["by_learner"]["sasrec"] == a["valid_MRR@10"]  # the same learner on the same S
+        assert b["valid_MRR@10"] == pytest.approx(sum(b["by_learner"].values()) / len(LEARNERS), abs=1e-12)
+        assert len(set(b["by_learner"].values())) == len(LEARNERS)  # four learners, four scores
+    assert every["best_valid_MRR@10"] == max(v["valid_MRR@10"] for v in every["validations"])
+
+
 def test_several_inner_learners_resume_bitwise(tmp_path, monkeypatch):
     """A multi-learner run stopped after step 5 and resumed from its state and history ends
     exactly as the uninterrupted one (per-epoch inits: each learner keeps its own)."""
@@ -798,6 +827,7 @@ IMPOSSIBLE = {
     "outer_lr": (["distill.outer.lr=0"], "distill.outer.lr=0 must be > 0"),
     "clip": (["distill.outer.clip=0"], "distill.outer.clip=0 must be > 0"),
     "validate_protocol": (["distill.validate_protocol=papr"], "distill.validate_protocol='papr': expected scratch"),
+    "validate_learners": (["distill.validate_learners=every"], "distill.validate_learners='every': expected model or all"),
     "negative_seed": (["seed=-1"], "seed=-1 must be an integer >= 0"),  # numpy's SeedSequence, mid-run
     "learner_option": (["model.num_layers=0"], "model 'sasrec': num_layers must be a positive integer"),
     "inner_decay": (["distill.inner.weight_decay=-0.1"], "distill.inner.weight_decay=-0.1 must be >= 0"),

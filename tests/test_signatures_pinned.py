@@ -73,104 +73,105 @@ CASES = {
 # table became trainable, the cases of the replication's runs were given tuning=none (their
 # settings: the same signatures) and "magazine-2018 td3 tuned" re-pinned (now trainable);
 # config_sha256 re-pinned when distill.inner.learn_lr/lr_lr and then
-# distill.inner.bidirectional_loss were added (neutral values: no signature moved).
+# distill.inner.bidirectional_loss and then distill.validate_learners were added (neutral
+# values: no signature moved).
 PINNED = {
     'defaults': dict(
         signature='0f638a7930d4', run_dir='synthetic-td3-20x20-0f638a7930d4',
         summary_signature='12a303716c1a', summary_dir='synthetic-td3-20x20-12a303716c1a',
-        teacher_signature='5496a8fa11fe', config_sha256='d5fe5519e3fc7f32'),
+        teacher_signature='5496a8fa11fe', config_sha256='0543c3e0d5a72bc8'),
     'ml-100k td3': dict(
         signature='d244c7b87716', run_dir='ml-100k-td3-30x50-d244c7b87716',
         summary_signature='3869cb027797', summary_dir='ml-100k-td3-30x50-3869cb027797',
-        teacher_signature='270c2775b8b2', config_sha256='05f6806da2efaefd'),
+        teacher_signature='270c2775b8b2', config_sha256='b449be9cb256aea1'),
     'ml-100k td3 paper': dict(
         signature='cbae468f0a29', run_dir='ml-100k-td3-30x50-cbae468f0a29',
         summary_signature='3869cb027797', summary_dir='ml-100k-td3-30x50-3869cb027797',
-        teacher_signature='270c2775b8b2', config_sha256='8b58acc42dcab0df'),
+        teacher_signature='270c2775b8b2', config_sha256='913f0f32b7275dc3'),
     'ml-100k td3 50x50': dict(
         signature='64338bacfc0f', run_dir='ml-100k-td3-50x50-64338bacfc0f',
         summary_signature='1181fa2e66f4', summary_dir='ml-100k-td3-50x50-1181fa2e66f4',
-        teacher_signature='270c2775b8b2', config_sha256='2091b016c01ead64'),
+        teacher_signature='270c2775b8b2', config_sha256='7a581a7c233a01ed'),
     'ml-100k td3 25x150': dict(
         signature='90a611817b45', run_dir='ml-100k-td3-25x150-90a611817b45',
         summary_signature='cf9dca85813a', summary_dir='ml-100k-td3-25x150-cf9dca85813a',
-        teacher_signature='29aec52370de', config_sha256='fb6f12b256744c6e'),
+        teacher_signature='29aec52370de', config_sha256='5b411d34a6965ebe'),
     'ml-100k td3 ranks 16': dict(
         signature='555a58be09fd', run_dir='ml-100k-td3-50x50-555a58be09fd',
         summary_signature='31d6e0b20dbc', summary_dir='ml-100k-td3-50x50-31d6e0b20dbc',
-        teacher_signature='270c2775b8b2', config_sha256='749e7770e1dfdeaa'),
+        teacher_signature='270c2775b8b2', config_sha256='5573d65373e7dbfe'),
     'ml-100k td3 seed 1': dict(
         signature='ce32207b7a9a', run_dir='ml-100k-td3-30x50-ce32207b7a9a',
         summary_signature='6c6f7d09c818', summary_dir='ml-100k-td3-30x50-6c6f7d09c818',
-        teacher_signature='270c2775b8b2', config_sha256='b2229ee99f9d3891'),
+        teacher_signature='270c2775b8b2', config_sha256='105f45b77d8d5283'),
     'ml-100k td3 trainable': dict(
         signature='55262e656f36', run_dir='ml-100k-td3-30x50-55262e656f36',
         summary_signature='99f6c1c24b9a', summary_dir='ml-100k-td3-30x50-99f6c1c24b9a',
-        teacher_signature='270c2775b8b2', config_sha256='ee93d7dc8498f077'),
+        teacher_signature='270c2775b8b2', config_sha256='a37cfdcf6b1cc739'),
     'ml-100k td3 authors_code': dict(
         signature='ad86c1506094', run_dir='ml-100k-td3-30x50-ad86c1506094',
         summary_signature='f8bfeffa2043', summary_dir='ml-100k-td3-30x50-f8bfeffa2043',
-        teacher_signature='270c2775b8b2', config_sha256='f1d3471fc638bad2'),
+        teacher_signature='270c2775b8b2', config_sha256='15249fb6ad3c81e7'),
     'ml-100k td3 quick': dict(
         signature='e6be4cc7bad5', run_dir='ml-100k-td3-30x50-e6be4cc7bad5',
         summary_signature='a4df8415098b', summary_dir='ml-100k-td3-30x50-a4df8415098b',
-        teacher_signature='b47c5b39339f', config_sha256='c26c3032d9bb993f'),
+        teacher_signature='b47c5b39339f', config_sha256='9ea4c070cea0bedc'),
     'ml-100k td3 no_fsa': dict(
         signature='a7530f0d1d82', run_dir='ml-100k-td3-50x50-a7530f0d1d82',
         summary_signature='22ab35f25176', summary_dir='ml-100k-td3-50x50-22ab35f25176',
-        teacher_signature='270c2775b8b2', config_sha256='e780ab6b9e830818'),
+        teacher_signature='270c2775b8b2', config_sha256='f8adbfd10cb54600'),
     'ml-100k td3 4 learners': dict(
         signature='ffcd1ac6928f', run_dir='ml-100k-td3-50x50-ffcd1ac6928f',
         summary_signature='1181fa2e66f4', summary_dir='ml-100k-td3-50x50-1181fa2e66f4',
-        teacher_signature='270c2775b8b2', config_sha256='af589552e23b3e8b'),
+        teacher_signature='270c2775b8b2', config_sha256='040bcdc8fbcf12ea'),
     'ml-100k td3 several learners': dict(
         signature='5c35ce13a9ce', run_dir='ml-100k-td3-50x50-5c35ce13a9ce',
         summary_signature='972c70af9a60', summary_dir='ml-100k-td3-50x50-972c70af9a60',
-        teacher_signature='270c2775b8b2', config_sha256='3b5ca228a481230b'),
+        teacher_signature='270c2775b8b2', config_sha256='073bc8a83f9279fd'),
     'ml-100k farzi': dict(
         signature='48b1969a330f', run_dir='ml-100k-farzi-30x50-48b1969a330f',
         summary_signature='4a823ba39b9d', summary_dir='ml-100k-farzi-30x50-4a823ba39b9d',
-        teacher_signature='270c2775b8b2', config_sha256='523d3c915b8097a3'),
+        teacher_signature='270c2775b8b2', config_sha256='c45e1083b831f7ee'),
     'ml-100k random': dict(
         signature='0ad8247b1392', run_dir='ml-100k-random-30x50-0ad8247b1392',
         summary_signature='96a1ab80d033', summary_dir='ml-100k-random-30x50-96a1ab80d033',
-        teacher_signature='270c2775b8b2', config_sha256='6e761ee8ef939f98'),
+        teacher_signature='270c2775b8b2', config_sha256='49030c73eb420e9c'),
     'ml-100k longest': dict(
         signature='bec7bc796bd8', run_dir='ml-100k-longest-30x50-bec7bc796bd8',
         summary_signature='8d64f0e64e4f', summary_dir='ml-100k-longest-30x50-8d64f0e64e4f',
-        teacher_signature='270c2775b8b2', config_sha256='7e53a958fef32cae'),
+        teacher_signature='270c2775b8b2', config_sha256='652c60e3d25827da'),
     'ml-100k full': dict(
         signature='c324ab98ee4c', run_dir='ml-100k-full-30x50-c324ab98ee4c',
         summary_signature='2a74886f4cf3', summary_dir='ml-100k-full-30x50-2a74886f4cf3',
-        teacher_signature='270c2775b8b2', config_sha256='f63ad87cc31b6c4d'),
+        teacher_signature='270c2775b8b2', config_sha256='43e3d63f8ba7627b'),
     'magazine-2018 td3 10x10': dict(
         signature='97f934055b7a', run_dir='magazine-2018-td3-10x10-97f934055b7a',
         summary_signature='a90ed0d9df8b', summary_dir='magazine-2018-td3-10x10-a90ed0d9df8b',
-        teacher_signature='b2d83b1070ab', config_sha256='d146b9991e6e8a61'),
+        teacher_signature='b2d83b1070ab', config_sha256='0d0d2eaf0f28888e'),
     'magazine-2018 farzi': dict(
         signature='d873b7b0f5dc', run_dir='magazine-2018-farzi-30x20-d873b7b0f5dc',
         summary_signature='723a2fc8926d', summary_dir='magazine-2018-farzi-30x20-723a2fc8926d',
-        teacher_signature='4c45117e1018', config_sha256='c6daa2c8086bbfc5'),
+        teacher_signature='4c45117e1018', config_sha256='d72fef8cb60ace37'),
     'magazine-2018 random': dict(
         signature='23184f93aab5', run_dir='magazine-2018-random-30x20-23184f93aab5',
         summary_signature='d10fe8fb7f16', summary_dir='magazine-2018-random-30x20-d10fe8fb7f16',
-        teacher_signature='4c45117e1018', config_sha256='6be95cef1bb46eab'),
+        teacher_signature='4c45117e1018', config_sha256='d39861c0698d45b1'),
     'magazine-2018 td3 tuned': dict(
         signature='d63a6a904ed4', run_dir='magazine-2018-td3-30x20-d63a6a904ed4',
         summary_signature='bb77cdf93755', summary_dir='magazine-2018-td3-30x20-bb77cdf93755',
-        teacher_signature='4c45117e1018', config_sha256='e08ef99f4221b591'),
+        teacher_signature='4c45117e1018', config_sha256='a9e34d961eae257b'),
     'ml-1m-slice td3': dict(
         signature='1758a55b05da', run_dir='ml-1m-slice-td3-200x50-1758a55b05da',
         summary_signature='09a7abbbbdae', summary_dir='ml-1m-slice-td3-200x50-09a7abbbbdae',
-        teacher_signature='a8d69d40ce1a', config_sha256='b2bbe94ad46f4fde'),
+        teacher_signature='a8d69d40ce1a', config_sha256='1d20fcebfbe4c86a'),
     'ml-1m-slice longest': dict(
         signature='fa71a1a61bfd', run_dir='ml-1m-slice-longest-200x50-fa71a1a61bfd',
         summary_signature='89707c2465a7', summary_dir='ml-1m-slice-longest-200x50-89707c2465a7',
-        teacher_signature='a8d69d40ce1a', config_sha256='ac2608bc3973fe9a'),
+        teacher_signature='a8d69d40ce1a', config_sha256='4cd7e4396526f523'),
     'ml-1m-slice full': dict(
         signature='7d15b031cbf0', run_dir='ml-1m-slice-full-200x50-7d15b031cbf0',
         summary_signature='9dda4424a117', summary_dir='ml-1m-slice-full-200x50-9dda4424a117',
-        teacher_signature='a8d69d40ce1a', config_sha256='ff9d8be6ba8d22c1'),
+        teacher_signature='a8d69d40ce1a', config_sha256='ecb2e72e4c3a5216'),
 }
 
 #: Cases that are published runs: their pinned directory must be in results/paper/distill.
