@@ -90,6 +90,7 @@ class GridSweeper(BasicSweeper):
         todo = jobs
         if self.skip_complete:
             from td3.layout import distillation, is_done
+            from td3.records import read_record
 
             todo, shared = [], []
             for number, overrides in enumerate(jobs):
@@ -102,7 +103,6 @@ class GridSweeper(BasicSweeper):
                     ledger.write_entry(sweep_dir, overrides, status="skipped", run_dir=str(distillation(resolved).dir))
                 else:
                     if resolved is not None:
-                        from td3.records import read_record
                         self._before[tuple(overrides)] = read_record(distillation(resolved).dir)
                     todo.append((number, overrides))
                     shared.append(_shared_work(resolved))

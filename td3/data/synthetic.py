@@ -52,19 +52,19 @@ class SyntheticConfig:
     stay_prob: float = 0.85       # P(stay in the cluster) when not following a successor
     zipf_exponent: float = 1.0    # popularity skew inside a cluster
 
-    #: The least each integer option can be on its own (``validate`` checks how they relate).
+    #: The least each integer option can be on its own (the dataset loader checks these
+    #: first, with the values' types; ``validate`` also checks how the options relate).
     MINIMUM: ClassVar[dict] = {"num_users": 1, "num_items": 3, "num_clusters": 1,
                                "min_len": 3, "max_len": 3, "seed": 0}
 
     def validate(self) -> "SyntheticConfig":
-        problems = []
-        if self.num_users < 1:
-            problems.append(f"num_users={self.num_users} < 1")
-        if not 1 <= self.num_clusters <= self.num_items // 3:
+        problems = [f"{key}={getattr(self, key)} must be >= {least}"
+                    for key, least in self.MINIMUM.items() if getattr(self, key) < least]
+        if not self.num_clusters <= self.num_items // 3:
             problems.append(f"num_clusters={self.num_clusters} must be in "
                             f"[1, num_items // 3 = {self.num_items // 3}]")
-        if not 3 <= self.min_len <= self.max_len:
-            problems.append(f"need 3 <= min_len <= max_len, got {self.min_len}, {self.max_len}")
+        if not self.min_len <= self.max_len:
+            problems.append(f"need min_len <= max_len, got {self.min_len}, {self.max_len}")
         if self.max_len > self.num_items:
             problems.append(f"max_len={self.max_len} > num_items={self.num_items} "
                             f"(users never repeat an item)")
