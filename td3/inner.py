@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import torch
 import torch.nn as nn
+from torch.autograd.function import once_differentiable
 from torch.func import functional_call
 
 from .config import Inner
@@ -121,6 +122,46 @@ class FunctionalOptimizer:
             p.addcdiv_(m, v.sqrt().add_(cfg.eps), value=-self._step_size(lr))
 
 
+class StepRows(torch.autograd.Function):
+    """``S[r, :width]`` for the row indices r of each of the W differentiable inner steps.
+
+    The values are W plain gathers'. The backward differs in cost only: W gathers would each
+    scatter their gradient into a zero tensor of S's size, and autograd would add the W of
+    them into S's gradient (a dozen passes over (μ, ζ, |V|) per inner step, most of a
+    SASRec outer step on a machine with little memory bandwidth: docs/performance.md, "The
+    inner loop's bookkeeping"). Here each step's gradient is summed over its own rows only
+    and added into one tensor, in the order autograd adds the W gradients (the last
+    step's first) and each with the sums W scatters form (a row drawn twice in a step is
+    summed within the step first): the meta-gradient is the same to the last bit
+    (tests/test_inner.py). It is differentiated once: the inner gradients are taken
+    w.r.t. the learner's parameters, which S's rows do not depend on.
+    """
+
+    @staticmethod
+    def forward(ctx, S: torch.Tensor, width: int, *rows: torch.Tensor):
+        ctx.shape, ctx.width, ctx.rows = S.shape, width, rows
+        return tuple(S[r, :width] for r in rows)  # W × (B, width, |V|)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        out = None
+        for r, g in reversed(list(zip(ctx.rows, grads))):
+            if g is None:
+                continue
+            if out is None:
+                out = g.new_zeros(ctx.shape)
+            unique, inverse = torch.unique(r, return_inverse=True)
+            summed = g.new_zeros((len(unique), *g.shape[1:])).index_put_((inverse,), g, accumulate=True)
+            out[unique, :ctx.width] += summed
+        return (out, None, *(None for _ in ctx.rows))
+
+
+def step_rows(S: torch.Tensor, rows: list[torch.Tensor], width: int) -> tuple[torch.Tensor, ...]:
+    """W × (B, width, |V|): ``S[r, :width]`` for each step's rows r (``StepRows``)."""
+    return StepRows.apply(S, width, *rows)
+
+
 class InnerLoop:
     """Trains a learner on a summary for M steps; the last W steps stay differentiable."""
 
@@ -162,15 +203,20 @@ class InnerLoop:
         indexing operation (so the backward pass scatters into S once, not W times); ALT's
         positions are drawn step by step, in the order a step-by-step loop draws them."""
         cfg = self.cfg
-        if not self.prefixes or not rows:
-            batches = [make_batch(S, r, cfg.alt, cfg.alt_low, generator, embedded, self.prefixes) for r in rows]
+        if not rows:
+            return []
+        if not self.prefixes:  # BERT4Rec's cloze: whole rows
+            batches = [SummaryBatch(rows=x) for x in step_rows(S, rows, S.shape[1])]
         else:
             plans = [loss_positions(r, S.shape[1], cfg.alt, cfg.alt_low, generator) for r in rows]
             seq = torch.cat([p[0] for p in plans]).to(S.device)
             pos = torch.cat([p[1] for p in plans]).to(S.device)
             targets = S[seq, pos].split([len(p[0]) for p in plans])  # W × (n, |V|)
-            batches = [make_batch(S, r, cfg.alt, cfg.alt_low, generator, embedded, targets=t, plan=p)
-                       for r, t, p in zip(rows, targets, plans)]
+            # distributions as inputs: gathered after the targets, so that their gradient
+            # reaches S first, as W separate gathers' did (StepRows)
+            inputs = [None] * len(rows) if embedded is not None else step_rows(S, rows, S.shape[1] - 1)
+            batches = [make_batch(S, r, cfg.alt, cfg.alt_low, generator, embedded, targets=t, plan=p, inputs=x)
+                       for r, t, p, x in zip(rows, targets, plans, inputs)]
         for batch in batches:
             batch.candidates = candidates
         return batches

@@ -69,13 +69,14 @@ def loss_positions(rows: torch.Tensor, zeta: int, alt: bool, alt_low: int,
 
 def make_batch(S: torch.Tensor, rows: torch.Tensor, alt: bool, alt_low: int,
                generator: torch.Generator | None, embedded=None, prefixes: bool = True,
-               targets: torch.Tensor | None = None, plan=None) -> SummaryBatch:
+               targets: torch.Tensor | None = None, plan=None, inputs: torch.Tensor | None = None) -> SummaryBatch:
     """The batch of summary ``rows`` (indices into S's first axis).
 
     embedded: ``Embedded`` inputs of every row of S, (μ, ζ-1, d), to select from.
     prefixes: False for a bidirectional learner's cloze, which takes the rows whole.
     targets/plan: targets gathered by the caller and the (sequence, position) plan they
         follow; by default the plan is drawn here and the targets gathered from S.
+    inputs: the rows' distributions ``S[rows, :-1]`` gathered by the caller.
     """
     if not prefixes:
         return SummaryBatch(rows=S[rows])
@@ -84,7 +85,10 @@ def make_batch(S: torch.Tensor, rows: torch.Tensor, alt: bool, alt_low: int,
     seq, pos = (t.to(S.device) for t in plan)
     if targets is None:
         targets = S[seq, pos]  # (n, |V|)
-    inputs = S[rows, :-1] if embedded is None else type(embedded)(embedded.value[rows])
+    if embedded is not None:
+        inputs = type(embedded)(embedded.value[rows])
+    elif inputs is None:
+        inputs = S[rows, :-1]
     return SummaryBatch(inputs=inputs, targets=targets, positions=pos - 1)
 
 

@@ -17,7 +17,7 @@ from torch.func import functional_call
 
 from td3.errors import ConfigError
 from td3.config import Inner
-from td3.inner import EMBEDDING, FunctionalOptimizer, InnerLoop, _safe_sqrt
+from td3.inner import EMBEDDING, FunctionalOptimizer, InnerLoop, _safe_sqrt, step_rows
 from td3.losses import summary_loss
 from td3.models import BERT4Rec, GRU4Rec, SASRec
 from td3.models.base import Embedded
@@ -287,6 +287,35 @@ def side_by_side(opt, torch_optimizer, a, c, start, steps):
         with torch.no_grad():
             params = opt.step({"p": q}, {"p": grad})
         yield params["p"], p_ref.detach()
+
+
+@pytest.mark.parametrize("width", [ZETA - 1, ZETA])
+def test_step_rows_backward_is_w_separate_gathers_to_the_bit(width):
+    """``step_rows`` (the window's inputs, gathered at once) gives S the gradient that W
+    separate gathers ``S[r, :width]`` give it, bit for bit in float32 (where a sum taken in
+    another order differs), rows drawn twice in a step and across steps included, and
+    with the targets' gather, made before, reaching S after them as in the inner loop."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(MU, ZETA, NUM_ITEMS, generator=g)
+    rows = InnerLoop.batches(MU, 4, 9, g)  # chunks of permutations of 6 rows: repeats in a step
+    assert any(len(set(r.tolist())) < len(r) for r in rows)
+    upstream = [torch.randn(len(r), width, NUM_ITEMS, generator=g) for r in rows]
+    seq, pos = torch.randint(MU, (20,), generator=g), torch.randint(ZETA, (20,), generator=g)
+    weights = torch.randn(20, NUM_ITEMS, generator=g)
+
+    def gradient(gather):
+        S = base.clone().requires_grad_(True)
+        targets = S[seq, pos]
+        inputs = gather(S)
+        loss = (targets * weights).sum() + sum((x * u).sum() for x, u in zip(inputs, upstream))
+        (grad,) = torch.autograd.grad(loss, S)
+        return inputs, grad
+
+    separate, expected = gradient(lambda S: [S[r, :width] for r in rows])
+    together, grad = gradient(lambda S: step_rows(S, rows, width))
+    assert all(torch.equal(a, b) for a, b in zip(together, separate))
+    assert torch.equal(grad, expected)
+    assert grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("eps, close", [(1e-12, True), (1e-1, False)])
