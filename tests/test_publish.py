@@ -202,3 +202,43 @@ def test_a_sweep_is_published_alone_with_the_teachers_its_runs_name(sweep, tmp_p
     # a sweep the root does not hold: one clear error, nothing written
     proc = run_cli("td3.publish", str(src), str(tmp_path / "none"), "--sweep", "nosuch", env=env, timeout=600)
     assert proc.returncode == 2 and "no sweep named 'nosuch'" in proc.stderr and not (tmp_path / "none").exists()
+
+
+@pytest.mark.slow
+def test_a_restored_summary_is_evaluated_again_without_distilling(sweep, tmp_path):
+    """``python -m td3.restore``: a published root's summaries back into a new results root's
+    cache; the seed-0 run there (its teacher trained again, no checkpoint of the
+    distillation anywhere) evaluates the restored summary and gives the original's figures."""
+    import shutil
+
+    from test_sweep import records_under
+
+    src, env, dst, _ = published_td3_run(sweep, tmp_path)
+    fresh = tmp_path / "fresh"
+    env_fresh = make_env(fresh)
+    restored = run_cli("td3.restore", str(dst), str(fresh / "runs"), env=env_fresh, timeout=300)
+    # seeds 0 and 1's TD3 summaries (the paper-protocol run evaluated seed 0's too)
+    assert restored.returncode == 0 and "2 summaries restored" in restored.stdout, restored.stdout + restored.stderr
+    again = run_cli("td3.distill", "+sweep=smoke", "threads=1", "seed=0", "method=td3", env=env_fresh, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    (name, record), = records_under(fresh).items()
+    original = json.loads((src / "distill" / name / "record.json").read_text())
+    assert record["distill"]["cached"] is True and original["distill"]["cached"] is False
+    assert record["distill"]["best_step"] == original["distill"]["best_step"]
+    assert record["metrics"] == original["metrics"]
+    assert (fresh / "runs" / "distill" / name / "summary.pt").read_bytes() == \
+        (src / "distill" / name / "summary.pt").read_bytes()
+    assert not list((fresh / "runs").rglob("state.pt"))
+    second = run_cli("td3.restore", str(dst), str(fresh / "runs"), env=env_fresh, timeout=300)
+    assert second.returncode == 0 and "0 summaries restored" in second.stdout and "2 already there" in second.stdout
+
+    # a summary changed after its record was written is refused, naming it; nothing is restored
+    edited = tmp_path / "edited"
+    shutil.copytree(dst, edited, symlinks=True)
+    run = next(p.parent for p in edited.glob("distill/*td3*/summary.pt") if not p.is_symlink())
+    (run / "summary.pt").write_bytes((run / "summary.pt").read_bytes() + b"\0")
+    other = tmp_path / "other"
+    refused = run_cli("td3.restore", str(edited), str(other / "runs"), env=make_env(other), timeout=300)
+    assert refused.returncode == 2 and f"{run.name}: summary.pt was changed after the record was written" in \
+        refused.stderr, refused.stderr
+    assert not list(other.rglob("distill.json")) and not list(other.rglob("summary.pt"))
