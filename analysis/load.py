@@ -31,7 +31,7 @@ METHOD_LABELS = {"td3": "TD3", "farzi": "Farzi", "naive": "Naive", "random": "Ra
 #: Settings that make two runs of one method, dataset and size different experiments.
 VARIANT_KEYS = ("d1", "d2", "fsa", "alt", "outer_lr", "inner_lr", "embedding", "init_from", "outer_epochs",
                 "min_steps", "learn_lr", "bidirectional_loss", "steps", "window", "eval_epochs", "teacher_seed",
-                "learners")
+                "learners", "validate_learners")
 
 
 def _get(d: dict, *path, default=None):
@@ -85,6 +85,8 @@ def _parse(path: str, splits: tuple[str, ...] | None = None) -> tuple[dict, list
         "teacher_seed": cfg.get("teacher_seed") if method in SUMMARY_METHODS else None,
         # several inner learners (distill.learners): their names, '' for the run's model alone
         "learners": "+".join(d.get("learners") or []) if method in SUMMARY_METHODS else None,
+        # who picked the summary's best step: the run's model, or every inner learner
+        "validate_learners": d.get("validate_learners", "model") if method in SUMMARY_METHODS else None,
         "distill_seconds": _get(rec, "distill", "seconds"),
         "distill_cached": _get(rec, "distill", "cached"),
         "seconds_per_outer_step": _get(rec, "distill", "seconds_per_outer_step"),
@@ -110,7 +112,7 @@ def _parse(path: str, splits: tuple[str, ...] | None = None) -> tuple[dict, list
 RUN_COLUMNS = ("run_dir", "signature", "status", "error", "method", "dataset", "mu", "zeta", "size",
                "interactions", "seed", "summary_protocol", "models", "sweep", "git", "d1", "d2", "fsa", "alt",
                "outer_lr", "inner_lr", "embedding", "init_from", "outer_epochs", "min_steps", "learn_lr", "bidirectional_loss",
-               "steps", "window", "eval_epochs", "train_epochs", "teacher_seed", "learners", "distill_seconds", "distill_cached", "seconds_per_outer_step",
+               "steps", "window", "eval_epochs", "train_epochs", "teacher_seed", "learners", "validate_learners", "distill_seconds", "distill_cached", "seconds_per_outer_step",
                "peak_memory_mb", "total_seconds")
 
 
@@ -158,8 +160,9 @@ def _plain(value):
 #: against one of several architectures), so a several-learner summary is always labelled
 #: and a single-learner one never, however many runs of each a results root holds. BERT4Rec's
 #: loss on a summary is labelled against the cloze, which every summary before the prefix loss
-#: used, so that a root with more prefix runs than cloze ones does not relabel the cloze ones.
-FIXED_USUAL = {"learners": "", "bidirectional_loss": "cloze"}
+#: used, so that a root with more prefix runs than cloze ones does not relabel the cloze ones;
+#: the validating learners against the run's model, the default every earlier record had.
+FIXED_USUAL = {"learners": "", "bidirectional_loss": "cloze", "validate_learners": "model"}
 
 
 def variant_labels(runs: pd.DataFrame, group: list[str]) -> pd.Series:

@@ -151,7 +151,7 @@ class StepRows(torch.autograd.Function):
                 continue
             if out is None:
                 out = g.new_zeros(ctx.shape)
-            unique, inverse = torch.unique(r, return_inverse=True)
+            unique, inverse = torch.unique(r.to(g.device), return_inverse=True)
             summed = g.new_zeros((len(unique), *g.shape[1:])).index_put_((inverse,), g, accumulate=True)
             out[unique, :ctx.width] += summed
         return (out, None, *(None for _ in ctx.rows))

@@ -105,6 +105,10 @@ def test_a_summary_of_several_learners_is_labelled_even_when_most_runs_are_one()
     # BERT4Rec's loss is labelled against the cloze, whichever is the more common.
     runs["bidirectional_loss"] = ["prefix"] * 4 + ["cloze"] * 3
     assert list(variant_labels(runs, ["dataset", "method"])) == [f"bidirectional_loss=prefix learners={four}"] * 4 + [""] * 3
+    # the same summaries selected by every learner's validation: their own row, however many
+    runs["validate_learners"] = ["all"] * 4 + ["model"] * 3
+    assert list(variant_labels(runs, ["dataset", "method"])) == [
+        f"bidirectional_loss=prefix learners={four} validate_learners=all"] * 4 + [""] * 3
 
 
 # ------------------------------------------------------------- make_tables.py
