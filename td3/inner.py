@@ -127,9 +127,8 @@ class StepRows(torch.autograd.Function):
 
     The values are W plain gathers'. The backward differs in cost only: W gathers would each
     scatter their gradient into a zero tensor of S's size, and autograd would add the W of
-    them into S's gradient (a dozen passes over (μ, ζ, |V|) per inner step, most of a
-    SASRec outer step on a machine with little memory bandwidth: docs/performance.md, "The
-    inner loop's bookkeeping"). Here each step's gradient is summed over its own rows only
+    them into S's gradient (passes over (μ, ζ, |V|) per inner step: docs/performance.md,
+    "The inner loop's bookkeeping"). Here each step's gradient is summed over its own rows only
     and added into one tensor, in the order autograd adds the W gradients (the last
     step's first) and each with the sums W scatters form (a row drawn twice in a step is
     summed within the step first): the meta-gradient is the same to the last bit

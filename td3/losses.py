@@ -19,9 +19,9 @@ B (or 2B, with ALT) prefixes (docs/method.md, "The inner loss and ALT").
 
 A step's data is a ``SummaryBatch``: the learner's inputs and only the target rows that
 carry a loss (B or 2B rows × |V|), gathered from S in one indexing operation. The
-distillation engine gathers the targets of all W differentiable steps at once, so that
-the backward pass scatters into the (μ, ζ, |V|) summary once per outer step rather than
-once per inner step (docs/performance.md, "The inner loop's bookkeeping").
+distillation engine gathers the targets of all W differentiable steps at once, and their
+inputs by one ``td3.inner.StepRows``, so that the backward pass does not fill and add a
+(μ, ζ, |V|) gradient per inner step (docs/performance.md, "The inner loop's bookkeeping").
 """
 from __future__ import annotations
 
