@@ -217,6 +217,7 @@ class Distill:
     sampled_items: int = 0           # 0: every item (td3.candidates)
     learners: tuple[str, ...] = ()   # the inner learners drawn from, one per outer step; (): the model alone
     validate_learners: str = "model"  # model | all: the run's model validates S, or every inner learner (their mean)
+    snapshots: bool = False          # keep S at every validation (summary_dir/snapshots/): selection rules compared afterwards
 
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> "Distill":

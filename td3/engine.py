@@ -277,6 +277,11 @@ class BilevelEngine:
             self.lr_sched.load_state_dict(saved["inner_lr"]["scheduler"])
 
 
+def snapshot_path(summary_dir: Path, step: int) -> Path:
+    """Where ``distill.snapshots`` keeps the summary validated after outer step ``step``."""
+    return summary_dir / "snapshots" / f"step-{step:05d}.pt"
+
+
 def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torch.device, report=None,
                   teachers: dict | None = None):
     """Algorithm 1 with validation and checkpoints (``summary_dir/state.pt``).
@@ -341,6 +346,8 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
                 if len(by_learner) > 1:
                     validation["by_learner"] = by_learner
                 state["validations"].append(validation)
+                if d.snapshots:  # the S just validated, whichever rule will pick a step from them
+                    summary.save(snapshot_path(summary_dir, state["step"]), meta={**summary.meta, "validation": validation})
                 if report is not None:
                     report({"step": state["step"], "valid_MRR@10": score})
                 if score > state["best_score"]:

@@ -34,7 +34,8 @@ RECORD_SCHEMA = 1
 RECORD_NAME = "record.json"
 
 #: Config keys (dotted paths) that never change a run's results.
-NON_RESULT_KEYS = ("results_dir", "progress", "threads", "device", "eval.batch_size", "hydra", "sweep")
+NON_RESULT_KEYS = ("results_dir", "progress", "threads", "device", "eval.batch_size", "hydra", "sweep",
+                   "distill.snapshots")
 
 #: Config keys added after runs existed, with the value that computes what those runs did.
 #: At that value a key leaves the signature out, so adding a setting neither orphans the

@@ -686,7 +686,9 @@ def test_several_inner_learners_each_shape_the_summary(tmp_path, monkeypatch):
 def test_every_inner_learner_can_validate_the_summary(tmp_path, monkeypatch):
     """distill.validate_learners=all: each validation trains every inner learner on S and
     scores their mean MRR@10 (each learner's kept beside it); the outer steps are those of
-    the run whose model validates alone, so only the step picked as the best can differ."""
+    the run whose model validates alone, so only the step picked as the best can differ.
+    With distill.snapshots=true each validated S is kept (the same path): any selection rule
+    can be applied afterwards, and the rule's own pick is the summary returned."""
     from td3.config import RunConfig, dataset_options
     from td3.data import load_dataset
     from td3.engine import learn_summary
@@ -696,12 +698,24 @@ def test_every_inner_learner_can_validate_the_summary(tmp_path, monkeypatch):
     for who in ("model", "all"):
         cfg = compose_config([*[o for o in SMALL if not o.startswith("distill.outer.batch_size=")],
                               "distill.outer.batch_size=200", f"distill.learners=[{','.join(LEARNERS)}]",
-                              f"distill.validate_learners={who}"], tmp_path / who)
+                              f"distill.validate_learners={who}", f"distill.snapshots={who == 'all'}"],
+                             tmp_path / who)
         data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
         teachers = {name: _RandomTeacher(cfg, data.num_items, name, pool=2) for name in LEARNERS}
-        _, infos[who] = learn_summary(RunConfig.of(cfg), data, teachers["sasrec"], tmp_path / who / "summary",
-                                      torch.device("cpu"), teachers={n: t for n, t in teachers.items() if n != "sasrec"})
+        summary, infos[who] = learn_summary(RunConfig.of(cfg), data, teachers["sasrec"], tmp_path / who / "summary",
+                                            torch.device("cpu"),
+                                            teachers={n: t for n, t in teachers.items() if n != "sasrec"})
     alone, every = infos["model"], infos["all"]
+    assert not (tmp_path / "model" / "summary" / "snapshots").exists()
+    from td3.engine import snapshot_path
+    from td3.summary import Summary
+    snapshots = sorted((tmp_path / "all" / "summary" / "snapshots").iterdir())
+    assert snapshots == [snapshot_path(tmp_path / "all" / "summary", v["step"]) for v in every["validations"]]
+    for path, validation in zip(snapshots, every["validations"]):
+        kept = Summary.load(path, shared={"V": teachers["sasrec"].item_embedding[1:]})
+        assert json.loads(torch.load(path, weights_only=True)["meta"])["validation"] == validation
+        same = all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), summary.state_dict().values()))
+        assert same == (validation["step"] == every["best_step"])
     assert len(alone["validations"]) >= 2
     assert [h["ce"] for h in every["history"]] == [h["ce"] for h in alone["history"]]  # the same path
     for a, b in zip(alone["validations"], every["validations"], strict=True):
