@@ -1046,6 +1046,50 @@ def test_summary_labels_benchmark_retrains_the_records_figure_and_the_hard_one(s
     assert abs(float(words[-1]) - 100 * (hard - soft)) <= 0.011  # printed from the unrounded figures
 
 
+def test_selection_rules_benchmark_trains_the_learners_on_each_rules_snapshot(shared, tmp_path):
+    """benchmarks/selection_rules.py on a four-learner run validated by all (distill.snapshots):
+    each rule keeps the first step of its best score; the run's own rule gives the record's
+    figures, a rule that keeps the same step gives them too, one that keeps another step
+    trains the learners on that step's snapshot; a run without what it needs is refused."""
+    import csv
+
+    proc = run(*[o for o in SMALL if not o.startswith("distill.outer.batch_size=")], "distill.outer.batch_size=200",
+               f"distill.learners=[{','.join(LEARNERS)}]", "distill.validate_learners=all", "distill.snapshots=true",
+               "evaluation.models=[sasrec,gru4rec]", env=shared, check=True)
+    path, record = record_of(proc)
+    validations = record["distill"]["validations"]
+
+    def bench(*args):
+        return subprocess.run([sys.executable, "benchmarks/selection_rules.py", *map(str, args)], cwd=REPO,
+                              env=shared, capture_output=True, text=True, timeout=600)
+
+    done = bench(path.parent, "--out", tmp_path / "rows.csv")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "rows.csv")))
+    figures = {}
+    for rule in ("all", *LEARNERS):
+        score = (lambda v: v["valid_MRR@10"]) if rule == "all" else (lambda v, r=rule: v["by_learner"][r])
+        best = max(map(score, validations))
+        step = next(v["step"] for v in validations if score(v) == best)
+        mine = [r for r in rows if r["rule"] == rule]
+        assert {int(r["step"]) for r in mine} == {step} and [r["model"] for r in mine] == ["sasrec", "gru4rec"]
+        figures[rule] = (step, [float(r["NDCG@10"]) for r in mine])
+    own_step, own = figures["all"]
+    assert own_step == record["distill"]["best_step"]
+    assert own == [round(100 * e["metrics"]["test"]["recbole100"]["NDCG@10"], 4) for e in record["evaluations"]]
+    others = {rule: f for rule, (step, f) in figures.items() if step != own_step}
+    assert others, figures  # (the settings give one rule another step)
+    assert all(f == own for rule, (step, f) in figures.items() if step == own_step)
+    assert any(f != own for f in others.values()) and all(0 <= x <= 100 for f in others.values() for x in f)
+
+    refused = bench(path.parent, "--rules", "sasrec,fm")
+    assert refused.returncode != 0 and "fm validated no summary" in refused.stderr
+    missing = Path(record["summary"]["dir"]) / "snapshots" / f"step-{figures[next(iter(others))][0]:05d}.pt"
+    missing.unlink()
+    refused = bench(path.parent)
+    assert refused.returncode != 0 and str(missing) in refused.stderr and "distill.snapshots=true" in refused.stderr
+
+
 def test_a_failure_replaces_an_earlier_attempts_failed_record_not_this_attempts(tmp_path, monkeypatch):
     """td3.run.record_failure (a lost SLURM job, the command line's error): the record the
     attempt started from (``before``) gives way to the new error; a failed record the attempt

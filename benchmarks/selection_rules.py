@@ -1,0 +1,150 @@
+"""Which validated step a distillation keeps: its learners trained on the step each rule picks.
+
+    python benchmarks/selection_rules.py RUN_DIR [RUN_DIR ...] [--rules all,sasrec,...]
+        [--teacher-table BEST_PT] [--out FILE.csv] [--threads 1]
+
+A distillation validates its summary every ``distill.validate_every`` outer steps and keeps the
+best one (docs/method.md, "Several learners"): by the run's model's validation MRR@10
+(``distill.validate_learners=model``) or by the mean over every inner learner's (``all``). A
+run made with ``distill.validate_learners=all`` records each learner's score at every
+validation, and with ``distill.snapshots=true`` keeps each validated summary
+(``snapshots/step-NNNNN.pt`` in its summary directory). For each such run directory this script
+applies each rule to the recorded validations: ``all`` (the mean, what the run kept) and each
+inner learner's own score (``sasrec`` is what ``validate_learners=model`` would have kept,
+on the same outer path); the first step with the best score, as the distillation picks it.
+Every learner of the run's ``evaluation.models`` is trained on the summary each rule picks,
+with the run's own evaluation settings and seeds (a step the run kept gives the record's own
+figures, not trained again). It prints test NDCG@10 (recbole100, %) per run, rule and
+learner, then per rule and learner the mean over the runs and its paired difference from the
+run's own rule (paired t-test over the runs when there are several); ``--out`` writes the
+rows as CSV.
+
+A summary that references the teacher's item table is loaded with the table of the run's
+recorded teacher (``record["teacher"]["run"]/best.pt``), or ``--teacher-table``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from summary_labels import ndcg10  # noqa: E402
+from td3.config import dataset_options  # noqa: E402
+from td3.data import load_dataset  # noqa: E402
+from td3.engine import snapshot_path  # noqa: E402
+from td3.summary import Summary  # noqa: E402
+
+OWN = "all"  # the rule the runs this script reads were made with
+
+
+def picks(validations: list[dict], rules: list[str]) -> dict[str, int]:
+    """Each rule's step: the first validation with the rule's best score."""
+    chosen = {}
+    for rule in rules:
+        def score(v: dict) -> float:
+            return v["valid_MRR@10"] if rule == OWN else v["by_learner"][rule]
+        best = max(score(v) for v in validations)
+        chosen[rule] = next(v["step"] for v in validations if score(v) == best)
+    return chosen
+
+
+def teacher_table(record: dict, given: Path | None) -> torch.Tensor:
+    path = given or Path(record["teacher"]["run"]) / "best.pt"
+    if not path.is_file():
+        raise SystemExit(f"the teacher's item table {path} is missing: pass --teacher-table BEST_PT")
+    return torch.load(path, map_location="cpu", weights_only=True)["item_embedding.weight"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--rules", default=None,
+                        help=f"comma-separated: {OWN} (the mean) and inner learners; default: {OWN} and each learner")
+    parser.add_argument("--teacher-table", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="the rows as CSV")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    rows = []
+    for run_dir in args.runs:
+        record = json.loads((run_dir / "record.json").read_text())
+        cfg, info = record["config"], record["distill"]
+        if cfg["distill"].get("validate_learners") != OWN or cfg["evaluation"]["protocol"] != "scratch":
+            raise SystemExit(f"{run_dir}: this script reads runs made with distill.validate_learners={OWN} "
+                             f"and evaluation.protocol=scratch")
+        validations = info["validations"]
+        learners = list(validations[0]["by_learner"])
+        rules = args.rules.split(",") if args.rules else [OWN, *learners]
+        unknown = set(rules) - {OWN, *learners}
+        if unknown:
+            raise SystemExit(f"--rules: {', '.join(sorted(unknown))} validated no summary of {run_dir}")
+        chosen = picks(validations, rules)
+        if chosen[OWN] != info["best_step"]:
+            raise SystemExit(f"{run_dir}: its validations pick step {chosen[OWN]}, its record kept {info['best_step']}")
+        summary_dir = Path(record["summary"]["dir"])
+        table = None
+        data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
+        for rule, step in chosen.items():
+            print(f"{run_dir.name}: {rule} keeps step {step}", flush=True)
+            S = None
+            if step != info["best_step"]:
+                path = snapshot_path(summary_dir, step)
+                if not path.is_file():
+                    raise SystemExit(f"{path} is missing: the run kept no snapshots of its validations "
+                                     f"(distill.snapshots=true)")
+                table = teacher_table(record, args.teacher_table) if table is None else table
+                S = Summary.load(path, shared={"V": table[1:]}).distributions().detach()
+            for evaluation in record["evaluations"]:
+                name, seed = evaluation["model"], evaluation["seed"]
+                if S is None:
+                    ndcg, epoch = evaluation["metrics"]["test"]["recbole100"]["NDCG@10"], evaluation["best_epoch"]
+                else:
+                    ndcg, epoch, _ = ndcg10(S, data, name, cfg, seed)
+                rows.append({"run": run_dir.name, "rule": rule, "step": step, "model": name, "seed": seed,
+                             "NDCG@10": round(100 * ndcg, 4), "best_epoch": epoch})
+                print(f"  {name} seed {seed}: test NDCG@10 {100 * ndcg:.2f} (best epoch {epoch})", flush=True)
+
+    if args.out:
+        with open(args.out, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    summarise(rows)
+    return 0
+
+
+def summarise(rows: list[dict]) -> None:
+    """Per rule and learner: the mean over the runs (and seeds), and the paired difference from OWN."""
+    def mean_by_run(rule: str, model: str) -> dict[str, float]:
+        by_run: dict[str, list[float]] = {}
+        for r in rows:
+            if r["rule"] == rule and r["model"] == model:
+                by_run.setdefault(r["run"], []).append(r["NDCG@10"])
+        return {run: sum(v) / len(v) for run, v in by_run.items()}
+
+    rules = list(dict.fromkeys(r["rule"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    for model in models:
+        own = mean_by_run(OWN, model)
+        for rule in rules:
+            figures = mean_by_run(rule, model)
+            line = f"{model}, kept by {rule}: mean {sum(figures.values()) / len(figures):.2f} over {len(figures)} runs"
+            if rule != OWN:
+                d = [figures[run] - own[run] for run in figures]
+                line += f"; {rule} - {OWN} {sum(d) / len(d):+.2f}"
+                if len(d) > 1 and any(d):
+                    from scipy.stats import ttest_1samp
+                    line += f" (paired t-test p = {ttest_1samp(d, 0.0).pvalue:.3g})"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
