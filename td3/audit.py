@@ -40,7 +40,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ledger, records
+from . import layout, ledger, records
 
 
 @dataclass
@@ -222,7 +222,8 @@ class Audit:
         if base.is_dir():
             for d in sorted(p for p in base.iterdir() if p.is_dir()):
                 c.checked += 1
-                finished = any((d / n).exists() for n in ("distill.json", "distill.json" + records.PACKED_SUFFIX))
+                marker = layout.SUMMARY_MARKER
+                finished = any((d / n).exists() for n in (marker, marker + records.PACKED_SUFFIX))
                 if d.name not in used and finished:
                     c.warnings.append(f"{d}: a summary no run record uses")
                 elif not finished:

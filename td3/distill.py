@@ -183,7 +183,7 @@ def learned_summary(ctx: Context) -> Trainer:
             # this process's alone; up to checkpoint_every steps lost to a kill are not in it
             summary.save(summary_dir / "summary.pt")
             summary.export_inter(summary_dir / "summary.inter", item_ids=ctx.data.item_ids)
-            records.write_json(summary_dir / "distill.json", info)
+            records.write_json(summary_dir / layout.SUMMARY_MARKER, info)
             (summary_dir / "state.pt").unlink(missing_ok=True)
             info = {**info, "cached": False}
     for name in ("summary.pt", "summary.inter"):  # the run directory is self-contained
@@ -249,7 +249,7 @@ def _cached_summary(summary_dir: Path, device, teacher) -> tuple | None:
     overwritten file) is distilled again, which gives the same bytes, after one warning. A
     readable summary built on another teacher item table stays an error (the teacher's runs
     disagree: something is wrong that distilling again would hide)."""
-    marker = summary_dir / "distill.json"  # written last: the summary is complete
+    marker = summary_dir / layout.SUMMARY_MARKER  # written last: the summary is complete
     if not marker.is_file():
         return None
     try:

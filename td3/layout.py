@@ -23,6 +23,10 @@ from . import records
 
 log = logging.getLogger("td3.layout")
 
+#: A summary directory's description of its distillation, written last: its presence marks a
+#: complete summary (the cache's test; the audit's; restored last by ``td3.restore``).
+SUMMARY_MARKER = "distill.json"
+
 #: What a summary depends on: everything but how it is evaluated afterwards.
 SUMMARY_KEYS = ("method", "seed", "teacher_seed", "max_len", "dataset", "model", "train", "summary", "distill")
 

@@ -48,7 +48,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import ledger, records
+from . import layout, ledger, records
 from .errors import TD3Error
 from .files import atomic_path, file_sha256
 
@@ -57,7 +57,7 @@ from .files import atomic_path, file_sha256
 #: metrics and summaries, under a size limit
 RUN_FILES = (records.RECORD_NAME, *records.SEALED_FILES)
 UNPUBLISHED_RUN_FILES = ("run.log",)
-SUMMARY_FILES = ("distill.json",)  # published xz-packed: the per-step history, 10x smaller
+SUMMARY_FILES = (layout.SUMMARY_MARKER,)  # published xz-packed: the per-step history, 10x smaller
 SWEEP_FILES = ("multirun.yaml", "summary.json")
 #: Files (as stored) that several run directories hold identical copies of: published once,
 #: linked after.

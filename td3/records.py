@@ -226,6 +226,12 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
 def torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` atomically, through a file object: saved to a path, torch names the
     archive's inner folder after the (temporary, random) file name, so identical contents

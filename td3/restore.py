@@ -29,23 +29,16 @@ import lzma
 import sys
 from pathlib import Path
 
-from . import records
+from . import layout, records
 from .errors import TD3Error
-from .files import atomic_path
 
-#: written last: its presence is what marks a cached summary complete (td3.distill)
-MARKER = "distill.json"
+MARKER = layout.SUMMARY_MARKER  # restored last: it marks the cached summary complete
 
 
 def _summary_name(record: dict) -> str | None:
     """The cache directory's name of the summary a record evaluated, or None (no summary)."""
     directory = (record.get("summary") or {}).get("dir")
     return Path(directory).name if directory else None
-
-
-def _write(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def _description(published: Path, name: str) -> bytes | None:
@@ -97,8 +90,8 @@ def restore(published: Path, root: Path) -> dict:
                 continue
             for file in ("summary.pt", "summary.inter"):
                 if records.sealed_path(run_dir, file) is not None:
-                    _write(target / file, records.read_sealed(run_dir, file))
-            _write(target / MARKER, description)
+                    records.write_bytes(target / file, records.read_sealed(run_dir, file))
+            records.write_bytes(target / MARKER, description)
         counts["restored"] += 1
     return counts
 
