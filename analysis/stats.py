@@ -3,7 +3,8 @@
 Across seeds (one value per run): Welch's t-test for two independent groups, or the paired
 t-test when both groups ran the same seeds (the summary of seed s against the full-data
 run of seed s). Across users (one value per user, the same users on both sides): the
-paired t-test, or a sign-flip permutation test that assumes no normality. Holm's
+paired t-test, a sign-flip permutation test that assumes no normality, or a percentile
+bootstrap of the mean difference (its confidence interval). Holm's
 step-down correction controls the family-wise error over a table's comparisons.
 
 Written with numpy and scipy's distribution functions only; tests compare the p-values with
@@ -125,6 +126,22 @@ def permutation_paired(a, b, n_resamples: int = 9999, seed: int = 0, confidence:
         p = (hits + 1) / (n_resamples + 1)
     return Comparison("permutation", n, n, base.mean_a, base.mean_b, float(d.mean()), base.ci_low, base.ci_high,
                       float(d.mean()), p, base.effect)
+
+
+def bootstrap_mean(x, n_resamples: int = 9999, seed: int = 0, confidence: float = 0.95) -> tuple[float, float, np.ndarray]:
+    """Percentile bootstrap of a mean: (low, high, the resampled means). For a difference
+    measured on the same users on both sides, ``x`` holds each user's difference, so that the
+    interval says how far the figure depends on which users the test set happens to hold."""
+    x = np.asarray(x, float)
+    if len(x) < 2:
+        return math.nan, math.nan, np.full(0, math.nan)
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples)
+    for start in range(0, n_resamples, 1000):  # (1000, n) indices at a time: bounded memory
+        k = min(1000, n_resamples - start)
+        means[start:start + k] = x[rng.integers(0, len(x), size=(k, len(x)))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(low), float(high), means
 
 
 def holm(pvalues) -> np.ndarray:

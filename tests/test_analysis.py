@@ -66,6 +66,54 @@ def test_monte_carlo_permutation_is_close_to_the_exact_one():
     assert abs(mc - exact) < 0.015
 
 
+def test_bootstrap_interval_agrees_with_scipys_percentile_bootstrap():
+    rng = np.random.default_rng(5)
+    x = rng.normal(-2.0, 30.0, 943)  # a per-user difference in points: wide, like NDCG's
+    low, high, means = stats.bootstrap_mean(x, n_resamples=20_000, seed=2)
+    ref = sps.bootstrap((x,), np.mean, n_resamples=20_000, method="percentile", random_state=3).confidence_interval
+    se = x.std(ddof=1) / np.sqrt(len(x))
+    assert abs(low - ref.low) < 0.05 * se and abs(high - ref.high) < 0.05 * se
+    assert high - low == pytest.approx(2 * 1.96 * se, rel=0.05) and low < x.mean() < high
+    assert len(means) == 20_000 and stats.bootstrap_mean(x, n_resamples=20_000, seed=2)[0] == low  # seeded
+    assert np.isnan(stats.bootstrap_mean([1.0])[0])
+
+
+def test_gap_to_full_on_the_published_long_runs():
+    """analysis/gap_to_full.py: the gap is the tables' difference of the seed means (from the
+    records' own figures), each interval surrounds it, and a selection it cannot pair is refused."""
+    import json
+
+    root = REPO / "results" / "learners-tuned"
+    script = [sys.executable, str(REPO / "analysis" / "gap_to_full.py"), "--results", str(root)]
+    proc = subprocess.run([*script, "--where", "method=td3", "outer_epochs=60", "--goal", "-2", "--resamples", "2000"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    runs, _ = load(root, splits=("test",))
+
+    def seed_mean(selected, model):
+        figures = [json.loads((Path(d) / "record.json").read_text())["metrics_by_model"][model]["test"]["recbole100"]
+                   ["NDCG@10"] for d in selected.run_dir]
+        return 100 * np.mean(figures)
+
+    long_runs = runs[(runs.method == "td3") & (runs.outer_epochs == 60)]
+    full = runs[runs.method == "full"]
+    lines = [line for line in proc.stdout.splitlines() if line.split(":")[0] in ("sasrec", "gru4rec", "narm", "bert4rec")]
+    assert len(lines) == 4
+    for line in lines:
+        model = line.split(":")[0]
+        gap = float(line.split("gap ")[1].split(";")[0])
+        assert gap == pytest.approx(seed_mean(long_runs, model) - seed_mean(full, model), abs=0.006)
+        for which in ("over seeds", "over 943 users"):
+            low, high = map(float, line.split(f"95% {which} [")[1].split("]")[0].split(", "))
+            assert low < gap < high
+        share = float(line.split("in ")[-1].split("%")[0])
+        assert (share > 50) == (gap > -2) or abs(gap + 2) < 0.2
+    refused = subprocess.run([*script, "--where", "method=td3"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "one run per seed" in refused.stderr
+    refused = subprocess.run([*script, "--where", "colour=red"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "colour=red" in refused.stderr
+
+
 def test_holm_by_hand():
     p = [0.01, 0.04, 0.03, 0.005, float("nan")]
     # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 -> monotone 0.06

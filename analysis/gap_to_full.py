@@ -1,0 +1,120 @@
+"""How far a summary's learners stand from the full data, and how sure that figure is.
+
+    python analysis/gap_to_full.py --results results/learners-tuned --where method=td3 outer_epochs=60
+        [--metric NDCG@10] [--protocol recbole100] [--goal -2] [--resamples 9999]
+
+Selects the complete summary runs of a results root whose ``analysis/load.py`` columns match
+every ``--where KEY=VALUE`` (one run per seed, one dataset), and the root's Full-Data runs
+of that dataset. For each learner both sides evaluated, the gap is mean over seeds of the
+summary's test figure minus the full data's (in points, as the tables give it), with two
+intervals (95%) that answer two questions:
+- over seeds: the paired t interval of the per-seed differences (would other seeds of the
+  summary and of the full-data run give another gap?), when both sides ran the same seeds;
+- over users: a percentile bootstrap of the users' mean over seeds of the difference (would
+  another draw of test users give another gap?). The figure is the mean over the same test
+  users on both sides; which users those are is chance, the same for every seed.
+``--goal G`` adds the share of user resamples in which the gap is at least G (a goal of
+"within 2 points" is ``--goal -2``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from load import load  # noqa: E402
+from stats import bootstrap_mean, paired  # noqa: E402
+from td3 import records  # noqa: E402  (light: per-user files are read with pandas)
+
+
+def _matches(runs: pd.DataFrame, where: list[str]) -> pd.Series:
+    keep = pd.Series(True, index=runs.index)
+    for condition in where:
+        key, sep, value = condition.partition("=")
+        if not sep or key not in runs.columns:
+            raise SystemExit(f"--where {condition!r}: expected KEY=VALUE with KEY one of: {', '.join(runs.columns)}")
+        keep &= runs[key].map(lambda v: _plain(v) == value)
+    return keep
+
+
+def _plain(value) -> str:
+    """The column's value as it is written on the command line: 60 for 60.0, '' for NaN."""
+    if isinstance(value, float):
+        return "" if np.isnan(value) else str(int(value)) if value.is_integer() else str(value)
+    return str(value)
+
+
+def per_user(runs: pd.DataFrame, metric: str, protocol: str) -> pd.DataFrame:
+    """(model, seed, user) -> the test figure, for the given runs (one learner seed per run and model)."""
+    frames = []
+    for run_dir, seed in zip(runs.run_dir, runs.seed):
+        frame = records.read_per_user(run_dir)
+        frame = frame[(frame.split == "test") & (frame.protocol == protocol) & (frame.metric == metric)]
+        if frame.empty:
+            raise SystemExit(f"{run_dir}: no per-user test {metric} under {protocol}")
+        frames.append(frame.assign(run_seed=int(seed)))
+    out = pd.concat(frames, ignore_index=True)
+    doubled = out.duplicated(["model", "run_seed", "user"])
+    if doubled.any():
+        raise SystemExit("several runs or learner seeds per (learner, seed): narrow the selection with --where")
+    return out.set_index(["model", "run_seed", "user"])["value"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--results", type=Path, required=True)
+    ap.add_argument("--where", nargs="*", default=[], help="KEY=VALUE conditions on the summary runs")
+    ap.add_argument("--metric", default="NDCG@10")
+    ap.add_argument("--protocol", default="recbole100")
+    ap.add_argument("--goal", type=float, default=None, help="points: the share of resamples with a gap at least this")
+    ap.add_argument("--resamples", type=int, default=9999)
+    args = ap.parse_args(argv)
+
+    runs, _ = load(args.results, splits=("test",))
+    runs = runs[runs.status == "complete"]
+    chosen = runs[_matches(runs, args.where) & (runs.method != "full")]
+    if chosen.empty:
+        raise SystemExit(f"no complete summary run of {args.results} matches {' '.join(args.where)}")
+    if chosen.dataset.nunique() != 1 or chosen.seed.duplicated().any():
+        raise SystemExit(f"the selection must hold one run per seed of one dataset; it holds "
+                         f"{len(chosen)} runs: {', '.join(Path(d).name for d in chosen.run_dir)}")
+    full = runs[(runs.method == "full") & (runs.dataset == chosen.dataset.iloc[0])]
+    if full.empty:
+        raise SystemExit(f"{args.results} holds no complete Full-Data run of {chosen.dataset.iloc[0]}")
+    if full.seed.duplicated().any():
+        raise SystemExit(f"several Full-Data runs of one seed: {', '.join(Path(d).name for d in full.run_dir)}")
+
+    summary, reference = per_user(chosen, args.metric, args.protocol), per_user(full, args.metric, args.protocol)
+    print(f"{len(chosen)} summary runs ({', '.join(Path(d).name for d in chosen.run_dir)}) against "
+          f"{len(full)} Full-Data runs; test {args.metric} under {args.protocol}, points")
+    models = [m for m in dict.fromkeys(summary.index.get_level_values("model"))
+              if m in set(reference.index.get_level_values("model"))]
+    for model in models:
+        s, f = summary.loc[model].unstack("run_seed"), reference.loc[model].unstack("run_seed")
+        users = s.index.intersection(f.index)
+        if len(users) != len(s.index) or len(users) != len(f.index):
+            raise SystemExit(f"{model}: the summary's and the full data's test users differ")
+        s, f = 100 * s.loc[users], 100 * f.loc[users]
+        gap = s.mean(axis=1) - f.mean(axis=1)          # each user's difference of the means over seeds
+        low, high, resampled = bootstrap_mean(gap.to_numpy(), n_resamples=args.resamples)
+        line = (f"{model}: summary {s.mean().mean():.2f} over seeds {sorted(s.columns)}, full data "
+                f"{f.mean().mean():.2f} over seeds {sorted(f.columns)}; gap {gap.mean():+.2f}")
+        if sorted(s.columns) == sorted(f.columns) and len(s.columns) >= 2:
+            seeds = sorted(s.columns)
+            over_seeds = paired(s[seeds].mean().to_numpy(), f[seeds].mean().to_numpy())
+            line += f"; 95% over seeds [{over_seeds.ci_low:+.2f}, {over_seeds.ci_high:+.2f}]"
+        line += f"; 95% over {len(users)} users [{low:+.2f}, {high:+.2f}]"
+        if args.goal is not None:
+            line += f"; gap >= {args.goal:g} in {100 * float(np.mean(resampled >= args.goal)):.0f}% of user resamples"
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
