@@ -142,6 +142,18 @@ def package_versions() -> dict:
     return versions
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux's /proc/cpuinfo, else the platform's word for it)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def environment(device: str | None = None) -> dict:
     """Where a run computes. ``device``: the config's setting, recorded as resolved
     (``auto`` -> cuda or cpu). Like the thread count it is left out of the signature, yet a
@@ -155,6 +167,11 @@ def environment(device: str | None = None) -> dict:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # which CPU, and the vector level of torch's own kernels: two machines whose runs of
+        # one config differ in their last bits (docs/performance.md, "Threads per process")
+        # can then be told apart
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "device": str(resolve_device(device)),
         "argv": sys.argv,

@@ -113,3 +113,23 @@ def test_a_record_names_the_device_it_computed_on():
     assert records.new_record("train", {"device": "cpu"}, "0" * 12)["environment"]["device"] == "cpu"
     auto = records.new_record("train", {"device": "auto"}, "0" * 12)["environment"]["device"]
     assert auto == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_a_record_names_the_cpu_and_the_vector_level_of_torchs_kernels():
+    """Two machines' runs of one config may differ in their last bits: the record says which
+    CPU computed and which kernels torch dispatched to (ATEN_CPU_CAPABILITY lowers them)."""
+    import os
+    import subprocess
+    import sys
+
+    from td3 import records
+
+    env = records.new_record("train", {"device": "cpu"}, "0" * 12)["environment"]
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+    assert env["cpu"] == names[0] and env["cpu"]
+    lowered = subprocess.run([sys.executable, "-c", "from td3 import records; "
+                              "print(records.environment('cpu')['cpu_capability'])"],
+                             env={**os.environ, "ATEN_CPU_CAPABILITY": "default"},
+                             capture_output=True, text=True, check=True)
+    assert lowered.stdout.strip() == "DEFAULT"
