@@ -1,11 +1,11 @@
 """How far a summary's learners stand from the full data, and how sure that figure is.
 
     python analysis/gap_to_full.py --results results/learners-tuned --where method=td3 outer_epochs=60
-        [--metric NDCG@10] [--protocol recbole100] [--goal -2] [--resamples 9999]
+        [--full-results ROOT] [--metric NDCG@10] [--protocol recbole100] [--goal -2] [--resamples 9999]
 
 Selects the complete summary runs of a results root whose ``analysis/load.py`` columns match
-every ``--where KEY=VALUE`` (one run per seed, one dataset), and the root's Full-Data runs
-of that dataset. For each learner both sides evaluated, the gap is mean over seeds of the
+every ``--where KEY=VALUE`` (one run per seed, one dataset), and the Full-Data runs of that
+dataset in the same root, or in ``--full-results``. For each learner both sides evaluated, the gap is mean over seeds of the
 summary's test figure minus the full data's (in points, as the tables give it), with two
 intervals (95%) that answer two questions:
 - over seeds: the paired t interval of the per-seed differences (would other seeds of the
@@ -70,6 +70,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--results", type=Path, required=True)
     ap.add_argument("--where", nargs="*", default=[], help="KEY=VALUE conditions on the summary runs")
+    ap.add_argument("--full-results", type=Path, default=None, help="the Full-Data runs' root (default: --results)")
     ap.add_argument("--metric", default="NDCG@10")
     ap.add_argument("--protocol", default="recbole100")
     ap.add_argument("--goal", type=float, default=None, help="points: the share of resamples with a gap at least this")
@@ -84,9 +85,13 @@ def main(argv=None) -> int:
     if chosen.dataset.nunique() != 1 or chosen.seed.duplicated().any():
         raise SystemExit(f"the selection must hold one run per seed of one dataset; it holds "
                          f"{len(chosen)} runs: {', '.join(Path(d).name for d in chosen.run_dir)}")
+    full_root = args.full_results or args.results
+    if args.full_results is not None:
+        runs, _ = load(full_root, splits=("test",))
+        runs = runs[runs.status == "complete"]
     full = runs[(runs.method == "full") & (runs.dataset == chosen.dataset.iloc[0])]
     if full.empty:
-        raise SystemExit(f"{args.results} holds no complete Full-Data run of {chosen.dataset.iloc[0]}")
+        raise SystemExit(f"{full_root} holds no complete Full-Data run of {chosen.dataset.iloc[0]}")
     if full.seed.duplicated().any():
         raise SystemExit(f"several Full-Data runs of one seed: {', '.join(Path(d).name for d in full.run_dir)}")
 

@@ -112,6 +112,13 @@ def test_gap_to_full_on_the_published_long_runs():
     assert refused.returncode != 0 and "one run per seed" in refused.stderr
     refused = subprocess.run([*script, "--where", "colour=red"], capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "colour=red" in refused.stderr
+    # a root without Full-Data runs is compared with another root's
+    other = [sys.executable, str(REPO / "analysis" / "gap_to_full.py"), "--results", str(REPO / "results" / "evaluation-epochs"),
+             "--where", "eval_epochs=200", "--resamples", "200"]
+    refused = subprocess.run(other, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "no complete Full-Data run of ml-100k" in refused.stderr
+    done = subprocess.run([*other, "--full-results", str(root)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "full data 39.01 over seeds [0, 1, 2]" in done.stdout, done.stderr
 
 
 def test_holm_by_hand():
