@@ -1,11 +1,13 @@
 """How far a summary's learners stand from the full data, and how sure that figure is.
 
     python analysis/gap_to_full.py --results results/learners-tuned --where method=td3 outer_epochs=60
-        [--full-results ROOT] [--metric NDCG@10] [--protocol recbole100] [--goal -2] [--resamples 9999]
+        [--full-results ROOT] [--against KEY=VALUE ...] [--metric NDCG@10] [--protocol recbole100]
+        [--goal -2] [--resamples 9999]
 
 Selects the complete summary runs of a results root whose ``analysis/load.py`` columns match
 every ``--where KEY=VALUE`` (one run per seed, one dataset), and the Full-Data runs of that
-dataset in the same root, or in ``--full-results``. For each learner both sides evaluated, the gap is mean over seeds of the
+dataset in the same root, or in ``--full-results``; ``--against`` selects other reference runs
+there instead (e.g. ``--against method=td3 outer_epochs=30``: one summary against another). For each learner both sides evaluated, the gap is mean over seeds of the
 summary's test figure minus the full data's (in points, as the tables give it), with two
 intervals (95%) that answer two questions:
 - over seeds: the paired t interval of the per-seed differences (would other seeds of the
@@ -71,6 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--results", type=Path, required=True)
     ap.add_argument("--where", nargs="*", default=[], help="KEY=VALUE conditions on the summary runs")
     ap.add_argument("--full-results", type=Path, default=None, help="the Full-Data runs' root (default: --results)")
+    ap.add_argument("--against", nargs="*", default=["method=full"],
+                    help="KEY=VALUE conditions on the reference runs (default: method=full)")
     ap.add_argument("--metric", default="NDCG@10")
     ap.add_argument("--protocol", default="recbole100")
     ap.add_argument("--goal", type=float, default=None, help="points: the share of resamples with a gap at least this")
@@ -79,7 +83,7 @@ def main(argv=None) -> int:
 
     runs, _ = load(args.results, splits=("test",))
     runs = runs[runs.status == "complete"]
-    chosen = runs[_matches(runs, args.where) & (runs.method != "full")]
+    chosen = runs[_matches(runs, args.where) & ~_matches(runs, args.against)]
     if chosen.empty:
         raise SystemExit(f"no complete summary run of {args.results} matches {' '.join(args.where)}")
     if chosen.dataset.nunique() != 1 or chosen.seed.duplicated().any():
@@ -89,26 +93,27 @@ def main(argv=None) -> int:
     if args.full_results is not None:
         runs, _ = load(full_root, splits=("test",))
         runs = runs[runs.status == "complete"]
-    full = runs[(runs.method == "full") & (runs.dataset == chosen.dataset.iloc[0])]
+    name = "full data" if args.against == ["method=full"] else "reference"
+    full = runs[_matches(runs, args.against) & (runs.dataset == chosen.dataset.iloc[0])]
     if full.empty:
-        raise SystemExit(f"{full_root} holds no complete Full-Data run of {chosen.dataset.iloc[0]}")
+        raise SystemExit(f"{full_root} holds no complete run of {chosen.dataset.iloc[0]} with {' '.join(args.against)}")
     if full.seed.duplicated().any():
-        raise SystemExit(f"several Full-Data runs of one seed: {', '.join(Path(d).name for d in full.run_dir)}")
+        raise SystemExit(f"several reference runs of one seed: {', '.join(Path(d).name for d in full.run_dir)}")
 
     summary, reference = per_user(chosen, args.metric, args.protocol), per_user(full, args.metric, args.protocol)
     print(f"{len(chosen)} summary runs ({', '.join(Path(d).name for d in chosen.run_dir)}) against "
-          f"{len(full)} Full-Data runs; test {args.metric} under {args.protocol}, points")
+          f"{len(full)} {' '.join(args.against)} runs; test {args.metric} under {args.protocol}, points")
     models = [m for m in dict.fromkeys(summary.index.get_level_values("model"))
               if m in set(reference.index.get_level_values("model"))]
     for model in models:
         s, f = summary.loc[model].unstack("run_seed"), reference.loc[model].unstack("run_seed")
         users = s.index.intersection(f.index)
         if len(users) != len(s.index) or len(users) != len(f.index):
-            raise SystemExit(f"{model}: the summary's and the full data's test users differ")
+            raise SystemExit(f"{model}: the summary's and the reference's test users differ")
         s, f = 100 * s.loc[users], 100 * f.loc[users]
         gap = s.mean(axis=1) - f.mean(axis=1)          # each user's difference of the means over seeds
         low, high, resampled = bootstrap_mean(gap.to_numpy(), n_resamples=args.resamples)
-        line = (f"{model}: summary {s.mean().mean():.2f} over seeds {sorted(s.columns)}, full data "
+        line = (f"{model}: summary {s.mean().mean():.2f} over seeds {sorted(s.columns)}, {name} "
                 f"{f.mean().mean():.2f} over seeds {sorted(f.columns)}; gap {gap.mean():+.2f}")
         if sorted(s.columns) == sorted(f.columns) and len(s.columns) >= 2:
             seeds = sorted(s.columns)
