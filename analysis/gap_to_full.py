@@ -52,19 +52,20 @@ def _plain(value) -> str:
     return str(value)
 
 
-def per_user(runs: pd.DataFrame, metric: str, protocol: str) -> pd.DataFrame:
-    """(model, seed, user) -> the test figure, for the given runs (one learner seed per run and model)."""
+def per_user(runs: pd.DataFrame, metric: str, protocol: str) -> pd.Series:
+    """(model, run seed, user) -> the test figure of the given runs, averaged over a run's
+    learner seeds (``evaluation.seeds``) as its record's figures are."""
     frames = []
     for run_dir, seed in zip(runs.run_dir, runs.seed):
         frame = records.read_per_user(run_dir)
         frame = frame[(frame.split == "test") & (frame.protocol == protocol) & (frame.metric == metric)]
         if frame.empty:
             raise SystemExit(f"{run_dir}: no per-user test {metric} under {protocol}")
-        frames.append(frame.assign(run_seed=int(seed)))
+        frames.append(frame.groupby(["model", "user"], sort=False)["value"].mean().reset_index()
+                      .assign(run_seed=int(seed)))
     out = pd.concat(frames, ignore_index=True)
-    doubled = out.duplicated(["model", "run_seed", "user"])
-    if doubled.any():
-        raise SystemExit("several runs or learner seeds per (learner, seed): narrow the selection with --where")
+    if out.duplicated(["model", "run_seed", "user"]).any():
+        raise SystemExit("several runs per (learner, seed): narrow the selection with --where")
     return out.set_index(["model", "run_seed", "user"])["value"]
 
 
