@@ -127,6 +127,21 @@ def test_gap_to_full_on_the_published_long_runs():
     assert "bert4rec: summary 32.75 over seeds [0, 1, 2], reference 30.92 over seeds [0, 1, 2]; gap +1.82" in done.stdout
 
 
+def test_seed_spread_recovers_the_summarys_and_the_learners_share():
+    """analysis/seed_spread.py's split of a spread over seeds, on figures drawn with a known
+    summary spread (1.0) and learner spread (0.5); a table the learners explain alone gives 0."""
+    from seed_spread import spread
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(37 + rng.normal(0, 1.0, (400, 1)) + rng.normal(0, 0.5, (400, 5)))
+    s = spread(table)
+    assert s["learner"] == pytest.approx(0.5, rel=0.05) and s["summary"] == pytest.approx(1.0, rel=0.08)
+    assert s["one_per_summary"] == pytest.approx(np.sqrt(1.0 + 0.25), rel=0.08)
+    assert s["mean_diagonal"] == pytest.approx(np.mean([table.loc[i, i] for i in range(5)]))
+    learners_only = pd.DataFrame(37 + rng.normal(0, 0.5, (400, 5)))
+    assert spread(learners_only)["summary"] < 0.1
+
+
 def test_holm_by_hand():
     p = [0.01, 0.04, 0.03, 0.005, float("nan")]
     # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 -> monotone 0.06
