@@ -142,6 +142,32 @@ def test_seed_spread_recovers_the_summarys_and_the_learners_share():
     assert spread(learners_only)["summary"] < 0.1
 
 
+def test_seed_spread_on_the_published_learner_seeds():
+    """results/evaluation-seeds: learner seed s on summary s repeats evaluation-epochs' own
+    200-epoch record of seed s to the digit (the summaries are those runs'); seed_spread.py
+    prints that table and the split of its spread."""
+    import json
+
+    published = {}
+    for record in (REPO / "results" / "evaluation-epochs" / "distill").glob("*/record.json"):
+        r = json.loads(record.read_text())
+        if r["config"]["evaluation"]["epochs"] == 200:
+            for e in r["evaluations"]:
+                published[e["model"], r["config"]["seed"]] = 100 * e["metrics"]["test"]["recbole100"]["NDCG@10"]
+    proc = subprocess.run([sys.executable, str(REPO / "analysis" / "seed_spread.py"), "--results",
+                           str(REPO / "results" / "evaluation-seeds")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    blocks = proc.stdout.split("test NDCG@10")
+    for model, block in zip(("sasrec", "gru4rec"), blocks[1:]):
+        rows = [line.split() for line in block.splitlines() if line[:1].isdigit()]
+        assert [int(r[0]) for r in rows] == [0, 1, 2] and all(len(r) == 4 for r in rows)
+        for seed in (0, 1, 2):
+            assert float(rows[seed][1 + seed]) == pytest.approx(published[model, seed], abs=0.006)
+        table = np.array([[float(x) for x in r[1:]] for r in rows])
+        learner = float(block.split("on one summary ")[1].split(";")[0])
+        assert learner == pytest.approx(np.sqrt(table.var(axis=1, ddof=1).mean()), abs=0.01)
+
+
 def test_holm_by_hand():
     p = [0.01, 0.04, 0.03, 0.005, float("nan")]
     # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 -> monotone 0.06
