@@ -6,9 +6,13 @@
 Expands each sweep's grid (as ``td3.sweep`` does), finds which grid points have a complete
 record, and estimates the others from complete records of the same kind: a run costs its
 evaluation (median over records of the same dataset, method, size and evaluated learners),
-plus its distillation the first time its summary is needed (median over distillations of the
-same dataset, method and size), plus its teacher the first time that teacher is needed
-(median over training runs of the same dataset and learner). Kinds never run yet are listed
+plus its distillation the first time its summary is needed, plus its teacher the first time
+that teacher is needed (median over training runs of the same dataset and learner). A
+distillation is priced per outer step times the outer steps it has left: its length from the
+real batches per outer epoch that records of the dataset and outer batch size give, less the
+steps its resume checkpoint (``state.pt``) has done; per step at the pace that checkpoint
+records, or else the median of complete distillations of the same dataset, method, size,
+inner learners and validating learners. Each unfinished summary gets a line. Kinds never run yet are listed
 as unknown: run one of each first. Prints, per sweep and in all, the runs left, CPU-hours
 and wall-clock hours at ``--parallel`` jobs (one CPU each).
 """
@@ -26,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from td3 import records  # noqa: E402
+from td3 import layout, records  # noqa: E402
 from td3.config import SUMMARY_METHODS, RunConfig  # noqa: E402
 from td3.grid import expand  # noqa: E402
 from td3.layout import distillation, summary_dir_for, train_dir_for  # noqa: E402
@@ -39,7 +43,8 @@ def size(cfg: dict) -> str:
 
 def observed(root: Path) -> dict:
     """Median seconds per kind, from the complete records under ``root``."""
-    evals, distills, teachers = defaultdict(list), defaultdict(list), defaultdict(list)
+    evals, teachers = defaultdict(list), defaultdict(list)
+    per_step, batches = defaultdict(list), {}
     for path in root.glob("distill/*/record.json"):
         r = json.loads(path.read_text())
         if r.get("status") != "complete":
@@ -49,14 +54,43 @@ def observed(root: Path) -> dict:
         evals[key].append(r["timings"].get("evaluation", 0.0))
         d = r.get("distill") or {}
         if d and not d.get("cached"):
-            distills[key[:3]].append(d["seconds"])
+            if d.get("outer_steps"):
+                per_step[distill_kind(cfg)].append(d["seconds"] / d["outer_steps"])
+                batches[(cfg["dataset"]["name"], cfg["distill"]["outer"]["batch_size"])] = d["batches_per_epoch"]
     for path in root.glob("train/*/record.json"):
         r = json.loads(path.read_text())
         if r.get("status") == "complete":
             cfg = r["config"]
             teachers[(cfg["dataset"]["name"], cfg["model"]["name"], cfg["max_len"])].append(r["timings"]["total"])
     med = lambda d: {k: statistics.median(v) for k, v in d.items()}  # noqa: E731
-    return {"eval": med(evals), "distill": med(distills), "teacher": med(teachers)}
+    return {"eval": med(evals), "teacher": med(teachers), "per_step": med(per_step), "batches": batches}
+
+
+def distill_kind(cfg: dict) -> tuple:
+    """What a distillation's cost per outer step depends on: the dataset, method and size, which
+    learners train in the inner loop and which validate (k learners' validation costs k times)."""
+    d = cfg["distill"]
+    return (cfg["dataset"]["name"], cfg["method"], size(cfg), tuple(d.get("learners") or ()),
+            d.get("validate_learners", "model"))
+
+
+def distill_cost(cfg: dict, summary: Path, seen: dict) -> tuple[float, int, int] | None:
+    """(seconds, outer steps left, outer steps in all) of the summary's distillation, or None
+    when neither its checkpoint nor a record of its kind gives a pace, or no record its
+    dataset's batches per outer epoch."""
+    rate, done = seen["per_step"].get(distill_kind(cfg)), 0
+    if (summary / "state.pt").is_file():
+        import torch
+        state = torch.load(summary / "state.pt", map_location="cpu", weights_only=False)["state"]
+        done = state["step"]
+        if done and state.get("seconds"):
+            rate = state["seconds"] / done   # its own pace, validations included
+    outer = cfg["distill"]["outer"]
+    per_epoch = seen["batches"].get((cfg["dataset"]["name"], outer["batch_size"]))
+    if rate is None or per_epoch is None:
+        return None
+    total = per_epoch * max(outer["epochs"], -(-outer.get("min_steps", 0) // per_epoch))  # whole epochs
+    return rate * (total - done), total - done, total
 
 
 def training_cost(cfg: dict, model: str, seed: int, seen: dict, counted: set, unknown: dict) -> float:
@@ -103,10 +137,13 @@ def plan(root: Path, sweeps: list[str], parallel: int) -> int:
                 unknown[f"{ds} {method} {size(cfg)} evaluation ({key[3]})"] += 1
             if method in SUMMARY_METHODS:
                 summary = summary_dir_for(cfg)[0]
-                if summary not in counted_summaries and not (summary / "distill.json").is_file():
+                if summary not in counted_summaries and not (summary / layout.SUMMARY_MARKER).is_file():
                     counted_summaries.add(summary)
-                    if key[:3] in seen["distill"]:
-                        seconds += seen["distill"][key[:3]]
+                    cost = distill_cost(cfg, summary, seen)
+                    if cost is not None:
+                        seconds += cost[0]
+                        print(f"  to distil: {summary.name}: {cost[1]} of {cost[2]} outer steps left, "
+                              f"{cost[0] / 60:.1f} CPU-minutes")
                     else:
                         unknown[f"{ds} {method} {size(cfg)} distillation"] += 1
             if method in SUMMARY_METHODS or cfg["evaluation"]["protocol"] == "paper":

@@ -1,0 +1,57 @@
+"""benchmarks/sweep_plan.py on a real results root: a distillation left half done is priced
+by the outer steps its checkpoint has left, at the pace it recorded."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+LONGER = "distill.outer.epochs=40"   # the smoke sweep's summary with enough steps to stop one midway
+
+
+def test_a_stopped_distillation_is_priced_by_its_steps_left(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TD3_")}
+    (tmp_path / "mirror").mkdir()
+    env.update(TD3_DATA_DIR=str(tmp_path / "data"), TD3_RESULTS_DIR=str(tmp_path / "runs"),
+               TD3_DATA_MIRROR=str(tmp_path / "mirror"), PYTHONPATH=str(REPO))
+    distill = [sys.executable, "-m", "td3.distill", "+sweep=smoke", "method=td3", "threads=1", LONGER]
+    subprocess.run([*distill, "seed=0"], cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
+    (done,) = (tmp_path / "runs" / "distill").glob("*/record.json")
+    steps = json.loads(done.read_text())["distill"]["outer_steps"]
+    assert steps >= 40
+
+    proc = subprocess.Popen([*distill, "seed=1"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    summaries = tmp_path / "runs" / "summaries"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None and not list(summaries.glob("*/state.pt")):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    (checkpoint,) = summaries.glob("*/state.pt")
+    state = torch.load(checkpoint, weights_only=False)["state"]
+    assert 0 < state["step"] < steps
+
+    plan = subprocess.run([sys.executable, "benchmarks/sweep_plan.py", "--results", str(tmp_path / "runs"),
+                           f"smoke:{LONGER}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert plan.returncode == 0, plan.stderr
+    lines = plan.stdout.splitlines()
+    assert f"smoke:{LONGER}: 4 grid points, 3 left" in plan.stdout
+    (line,) = [x for x in lines if x.startswith(f"  to distil: {checkpoint.parent.name}:")]
+    left = steps - state["step"]
+    assert f": {left} of {steps} outer steps left, " in line
+    minutes = float(line.split("left, ")[1].split()[0])
+    assert abs(minutes - state["seconds"] / state["step"] * left / 60) <= 0.051
+    assert not [x for x in lines if "to distil" in x and x is not line]  # seed 0's summary is done
