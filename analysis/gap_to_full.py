@@ -30,26 +30,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from load import load  # noqa: E402
+from load import load, matching  # noqa: E402
 from stats import bootstrap_mean, paired  # noqa: E402
 from td3 import records  # noqa: E402  (light: per-user files are read with pandas)
-
-
-def _matches(runs: pd.DataFrame, where: list[str]) -> pd.Series:
-    keep = pd.Series(True, index=runs.index)
-    for condition in where:
-        key, sep, value = condition.partition("=")
-        if not sep or key not in runs.columns:
-            raise SystemExit(f"--where {condition!r}: expected KEY=VALUE with KEY one of: {', '.join(runs.columns)}")
-        keep &= runs[key].map(lambda v: _plain(v) == value)
-    return keep
-
-
-def _plain(value) -> str:
-    """The column's value as it is written on the command line: 60 for 60.0, '' for NaN."""
-    if isinstance(value, float):
-        return "" if np.isnan(value) else str(int(value)) if value.is_integer() else str(value)
-    return str(value)
 
 
 def per_user(runs: pd.DataFrame, metric: str, protocol: str) -> pd.Series:
@@ -84,7 +67,7 @@ def main(argv=None) -> int:
 
     runs, _ = load(args.results, splits=("test",))
     runs = runs[runs.status == "complete"]
-    chosen = runs[_matches(runs, args.where) & ~_matches(runs, args.against)]
+    chosen = runs[matching(runs, args.where) & ~matching(runs, args.against)]
     if chosen.empty:
         raise SystemExit(f"no complete summary run of {args.results} matches {' '.join(args.where)}")
     if chosen.dataset.nunique() != 1 or chosen.seed.duplicated().any():
@@ -95,7 +78,7 @@ def main(argv=None) -> int:
         runs, _ = load(full_root, splits=("test",))
         runs = runs[runs.status == "complete"]
     name = "full data" if args.against == ["method=full"] else "reference"
-    full = runs[_matches(runs, args.against) & (runs.dataset == chosen.dataset.iloc[0])]
+    full = runs[matching(runs, args.against) & (runs.dataset == chosen.dataset.iloc[0])]
     if full.empty:
         raise SystemExit(f"{full_root} holds no complete run of {chosen.dataset.iloc[0]} with {' '.join(args.against)}")
     if full.seed.duplicated().any():

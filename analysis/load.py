@@ -155,6 +155,18 @@ def _plain(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def matching(runs: pd.DataFrame, where: list[str]) -> pd.Series:
+    """Which ``runs`` rows hold every ``KEY=VALUE`` of ``where``, values compared as written
+    on a command line (60 for 60.0, the empty string for a missing value)."""
+    keep = pd.Series(True, index=runs.index)
+    for condition in where:
+        key, sep, value = condition.partition("=")
+        if not sep or key not in runs.columns:
+            raise SystemExit(f"--where {condition!r}: expected KEY=VALUE with KEY one of: {', '.join(runs.columns)}")
+        keep &= runs[key].map(lambda v: ("" if pd.isna(v) else str(_plain(v))) == value)
+    return keep
+
+
 #: Variant settings labelled against a fixed value rather than their group's most common one:
 #: the distilling learners are what Table 4's rows compare (a summary of the run's model alone
 #: against one of several architectures), so a several-learner summary is always labelled

@@ -28,8 +28,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gap_to_full import _matches  # noqa: E402
-from load import load  # noqa: E402
+from load import load, matching  # noqa: E402
 
 
 def figures(runs: pd.DataFrame, metric: str, protocol: str) -> pd.DataFrame:
@@ -64,7 +63,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     runs, _ = load(args.results, splits=("test",))
-    runs = runs[(runs.status == "complete") & _matches(runs, args.where)]
+    runs = runs[(runs.status == "complete") & matching(runs, args.where)]
     if runs.empty:
         raise SystemExit(f"no complete run of {args.results} matches {' '.join(args.where)}")
     if runs.seed.duplicated().any() or runs.dataset.nunique() != 1:
