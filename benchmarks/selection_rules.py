@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from summary_labels import ndcg10  # noqa: E402
 from td3.config import dataset_options  # noqa: E402
 from td3.data import load_dataset  # noqa: E402
-from td3.engine import snapshot_path  # noqa: E402
+from td3.layout import snapshot_path  # noqa: E402
 from td3.summary import Summary  # noqa: E402
 
 OWN = "all"  # the rule the runs this script reads were made with

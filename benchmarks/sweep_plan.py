@@ -85,11 +85,11 @@ def distill_cost(cfg: dict, summary: Path, seen: dict) -> tuple[float, int, int]
         done = state["step"]
         if done and state.get("seconds"):
             rate = state["seconds"] / done   # its own pace, validations included
-    outer = cfg["distill"]["outer"]
-    per_epoch = seen["batches"].get((cfg["dataset"]["name"], outer["batch_size"]))
+    outer = RunConfig.of(cfg).distill.outer
+    per_epoch = seen["batches"].get((cfg["dataset"]["name"], outer.batch_size))
     if rate is None or per_epoch is None:
         return None
-    total = per_epoch * max(outer["epochs"], -(-outer.get("min_steps", 0) // per_epoch))  # whole epochs
+    total = outer.schedule(per_epoch)[1]
     return rate * (total - done), total - done, total
 
 

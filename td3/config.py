@@ -197,6 +197,13 @@ class Outer:
     learner_dropout: bool
     min_steps: int = 0               # at least this many outer steps: whole epochs added to reach it
 
+    def schedule(self, batches_per_epoch: int) -> tuple[int, int]:
+        """(outer epochs, outer steps) over real data of ``batches_per_epoch`` batches: a small
+        dataset has few batches per epoch, so ``min_steps`` adds whole epochs
+        (docs/method.md, "The outer optimiser")."""
+        epochs = max(self.epochs, -(-self.min_steps // batches_per_epoch))
+        return epochs, epochs * batches_per_epoch
+
 
 @dataclass(frozen=True)
 class Distill:

@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from . import records, stop, summary_training
+from . import layout, records, stop, summary_training
 from .candidates import draw_candidates
 from .config import SUMMARY_METHODS, RunConfig, model_options
 from .data import training_windows
@@ -134,10 +134,7 @@ class BilevelEngine:
         self.targets_per_window = float((self.y != 0).sum()) / len(self.y)
         self.windows_per_batch = max(1, round(self.outer.batch_size / self.targets_per_window))
         self.batches_per_epoch = math.ceil(len(self.x) / self.windows_per_batch)
-        # A small dataset has few real batches per epoch: min_steps adds whole epochs
-        # (docs/method.md, "The outer optimiser").
-        self.outer_epochs = max(self.outer.epochs, math.ceil(self.outer.min_steps / self.batches_per_epoch))
-        self.total_steps = self.outer_epochs * self.batches_per_epoch
+        self.outer_epochs, self.total_steps = self.outer.schedule(self.batches_per_epoch)
 
         teachers = {run.model.name: teacher, **(teachers or {})}
         missing = [n for n in run.inner_learners if n not in teachers]
@@ -277,11 +274,6 @@ class BilevelEngine:
             self.lr_sched.load_state_dict(saved["inner_lr"]["scheduler"])
 
 
-def snapshot_path(summary_dir: Path, step: int) -> Path:
-    """Where ``distill.snapshots`` keeps the summary validated after outer step ``step``."""
-    return summary_dir / "snapshots" / f"step-{step:05d}.pt"
-
-
 def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torch.device, report=None,
                   teachers: dict | None = None):
     """Algorithm 1 with validation and checkpoints (``summary_dir/state.pt``).
@@ -347,7 +339,7 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
                     validation["by_learner"] = by_learner
                 state["validations"].append(validation)
                 if d.snapshots:  # the S just validated, whichever rule will pick a step from them
-                    summary.save(snapshot_path(summary_dir, state["step"]), meta={**summary.meta, "validation": validation})
+                    summary.save(layout.snapshot_path(summary_dir, state["step"]), meta={**summary.meta, "validation": validation})
                 if report is not None:
                     report({"step": state["step"], "valid_MRR@10": score})
                 if score > state["best_score"]:

@@ -27,6 +27,11 @@ log = logging.getLogger("td3.layout")
 #: complete summary (the cache's test; the audit's; restored last by ``td3.restore``).
 SUMMARY_MARKER = "distill.json"
 
+def snapshot_path(summary_dir: Path, step: int) -> Path:
+    """Where ``distill.snapshots`` keeps the summary validated after outer step ``step``."""
+    return summary_dir / "snapshots" / f"step-{step:05d}.pt"
+
+
 #: What a summary depends on: everything but how it is evaluated afterwards.
 SUMMARY_KEYS = ("method", "seed", "teacher_seed", "max_len", "dataset", "model", "train", "summary", "distill")
 

@@ -32,8 +32,6 @@ from pathlib import Path
 from . import layout, records
 from .errors import TD3Error
 
-MARKER = layout.SUMMARY_MARKER  # restored last: it marks the cached summary complete
-
 
 def _summary_name(record: dict) -> str | None:
     """The cache directory's name of the summary a record evaluated, or None (no summary)."""
@@ -44,10 +42,10 @@ def _summary_name(record: dict) -> str | None:
 def _description(published: Path, name: str) -> bytes | None:
     """The summary's distill.json as its distillation wrote it (published xz-packed)."""
     directory = published / "summaries" / name
-    packed = directory / (MARKER + records.PACKED_SUFFIX)
+    packed = directory / (layout.SUMMARY_MARKER + records.PACKED_SUFFIX)
     if packed.is_file():
         return lzma.decompress(packed.read_bytes())
-    plain = directory / MARKER
+    plain = directory / layout.SUMMARY_MARKER
     return plain.read_bytes() if plain.is_file() else None
 
 
@@ -71,27 +69,27 @@ def restore(published: Path, root: Path) -> dict:
         description = _description(published, name)
         if description is None:
             counts["unavailable"] += 1
-            counts["problems"].append(f"{name}: no summaries/{name}/{MARKER}(.xz) in {published}")
+            counts["problems"].append(f"{name}: no summaries/{name}/{layout.SUMMARY_MARKER}(.xz) in {published}")
             continue
         try:
             json.loads(description)
         except ValueError as exc:
-            raise TD3Error(f"{published / 'summaries' / name}: {MARKER} cannot be read ({exc}); "
+            raise TD3Error(f"{published / 'summaries' / name}: {layout.SUMMARY_MARKER} cannot be read ({exc}); "
                            f"no summary of {published} is restored") from exc
         todo[name] = (run_dir, description)
     for name, (run_dir, description) in todo.items():
         target = root / "summaries" / name
-        if (target / MARKER).is_file():
+        if (target / layout.SUMMARY_MARKER).is_file():
             counts["present"] += 1
             continue
         with records.exclusive(target):  # a run distilling this summary now holds it
-            if (target / MARKER).is_file():
+            if (target / layout.SUMMARY_MARKER).is_file():
                 counts["present"] += 1
                 continue
             for file in ("summary.pt", "summary.inter"):
                 if records.sealed_path(run_dir, file) is not None:
                     records.write_bytes(target / file, records.read_sealed(run_dir, file))
-            records.write_bytes(target / MARKER, description)
+            records.write_bytes(target / layout.SUMMARY_MARKER, description)
         counts["restored"] += 1
     return counts
 

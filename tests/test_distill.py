@@ -707,7 +707,7 @@ def test_every_inner_learner_can_validate_the_summary(tmp_path, monkeypatch):
                                             teachers={n: t for n, t in teachers.items() if n != "sasrec"})
     alone, every = infos["model"], infos["all"]
     assert not (tmp_path / "model" / "summary" / "snapshots").exists()
-    from td3.engine import snapshot_path
+    from td3.layout import snapshot_path
     from td3.summary import Summary
     snapshots = sorted((tmp_path / "all" / "summary" / "snapshots").iterdir())
     assert snapshots == [snapshot_path(tmp_path / "all" / "summary", v["step"]) for v in every["validations"]]
