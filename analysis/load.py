@@ -30,8 +30,8 @@ METHOD_LABELS = {"td3": "TD3", "farzi": "Farzi", "naive": "Naive", "random": "Ra
                  "full": "Full-Data"}
 #: Settings that make two runs of one method, dataset and size different experiments.
 VARIANT_KEYS = ("d1", "d2", "fsa", "alt", "outer_lr", "inner_lr", "embedding", "init_from", "outer_epochs",
-                "min_steps", "learn_lr", "bidirectional_loss", "steps", "window", "eval_epochs", "teacher_seed",
-                "learners", "validate_learners")
+                "min_steps", "learn_lr", "bidirectional_loss", "steps", "window", "eval_epochs", "eval_lr",
+                "teacher_seed", "learners", "validate_learners")
 
 
 def _get(d: dict, *path, default=None):
@@ -81,6 +81,7 @@ def _parse(path: str, splits: tuple[str, ...] | None = None) -> tuple[dict, list
         "steps": d.get("steps") if method in SUMMARY_METHODS else None,
         "window": d.get("window") if method in SUMMARY_METHODS else None,
         "eval_epochs": ev.get("epochs") if method not in ("full",) else None,
+        "eval_lr": ev.get("lr") if method not in ("full",) else None,   # a learner's on the summary
         "train_epochs": _get(cfg, "train", "epochs") if method in SUMMARY_METHODS or method == "full" else None,
         "teacher_seed": cfg.get("teacher_seed") if method in SUMMARY_METHODS else None,
         # several inner learners (distill.learners): their names, '' for the run's model alone
@@ -112,7 +113,7 @@ def _parse(path: str, splits: tuple[str, ...] | None = None) -> tuple[dict, list
 RUN_COLUMNS = ("run_dir", "signature", "status", "error", "method", "dataset", "mu", "zeta", "size",
                "interactions", "seed", "summary_protocol", "models", "sweep", "git", "d1", "d2", "fsa", "alt",
                "outer_lr", "inner_lr", "embedding", "init_from", "outer_epochs", "min_steps", "learn_lr", "bidirectional_loss",
-               "steps", "window", "eval_epochs", "train_epochs", "teacher_seed", "learners", "validate_learners", "distill_seconds", "distill_cached", "seconds_per_outer_step",
+               "steps", "window", "eval_epochs", "eval_lr", "train_epochs", "teacher_seed", "learners", "validate_learners", "distill_seconds", "distill_cached", "seconds_per_outer_step",
                "peak_memory_mb", "total_seconds")
 
 
@@ -173,8 +174,9 @@ def matching(runs: pd.DataFrame, where: list[str]) -> pd.Series:
 #: and a single-learner one never, however many runs of each a results root holds. BERT4Rec's
 #: loss on a summary is labelled against the cloze, which every summary before the prefix loss
 #: used, so that a root with more prefix runs than cloze ones does not relabel the cloze ones;
-#: the validating learners against the run's model, the default every earlier record had.
-FIXED_USUAL = {"learners": "", "bidirectional_loss": "cloze", "validate_learners": "model"}
+#: the validating learners against the run's model, and a learner's learning rate on the summary
+#: against conf/evaluation's 0.005: the defaults every earlier record had.
+FIXED_USUAL = {"learners": "", "bidirectional_loss": "cloze", "validate_learners": "model", "eval_lr": "0.005"}
 
 
 def variant_labels(runs: pd.DataFrame, group: list[str]) -> pd.Series:
