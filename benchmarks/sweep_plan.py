@@ -5,7 +5,7 @@
 
 Expands each sweep's grid (as ``td3.sweep`` does), finds which grid points have a complete
 record, and estimates the others from complete records of the same kind: a run costs its
-evaluation (median over records of the same dataset, method, size and evaluated learners),
+evaluation (median over records of the same dataset, method, size and evaluated learners, per learner seed),
 plus its distillation the first time its summary is needed, plus its teacher the first time
 that teacher is needed (median over training runs of the same dataset and learner). A
 distillation is priced per outer step times the outer steps it has left: its length from the
@@ -51,7 +51,7 @@ def observed(root: Path) -> dict:
             continue
         cfg = r["config"]
         key = (cfg["dataset"]["name"], cfg["method"], size(cfg), ",".join(cfg["evaluation"]["models"]))
-        evals[key].append(r["timings"].get("evaluation", 0.0))
+        evals[key].append(r["timings"].get("evaluation", 0.0) / learner_seeds(cfg))
         d = r.get("distill") or {}
         if d and not d.get("cached"):
             if d.get("outer_steps"):
@@ -64,6 +64,11 @@ def observed(root: Path) -> dict:
             teachers[(cfg["dataset"]["name"], cfg["model"]["name"], cfg["max_len"])].append(r["timings"]["total"])
     med = lambda d: {k: statistics.median(v) for k, v in d.items()}  # noqa: E731
     return {"eval": med(evals), "teacher": med(teachers), "per_step": med(per_step), "batches": batches}
+
+
+def learner_seeds(cfg: dict) -> int:
+    """Learner seeds per evaluated learner (evaluation.seeds): an evaluation costs each once."""
+    return max(1, len(cfg["evaluation"].get("seeds") or [cfg["seed"]]))
 
 
 def distill_kind(cfg: dict) -> tuple:
@@ -132,7 +137,7 @@ def plan(root: Path, sweeps: list[str], parallel: int) -> int:
                     seconds += training_cost(cfg, model, cfg["seed"], seen, counted_teachers, unknown)
                 continue
             if key in seen["eval"]:
-                seconds += seen["eval"][key]
+                seconds += seen["eval"][key] * learner_seeds(cfg)
             else:
                 unknown[f"{ds} {method} {size(cfg)} evaluation ({key[3]})"] += 1
             if method in SUMMARY_METHODS:
