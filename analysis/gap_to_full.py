@@ -2,7 +2,7 @@
 
     python analysis/gap_to_full.py --results results/learners-tuned --where method=td3 outer_epochs=60
         [--full-results ROOT] [--against KEY=VALUE ...] [--metric NDCG@10] [--protocol recbole100]
-        [--goal -2] [--resamples 9999]
+        [--goal -2] [--resamples 9999] [--split valid]
 
 Selects the complete summary runs of a results root whose ``analysis/load.py`` columns match
 every ``--where KEY=VALUE`` (one run per seed, one dataset), and the Full-Data runs of that
@@ -16,7 +16,8 @@ intervals (95%) that answer two questions:
   another draw of test users give another gap?). The figure is the mean over the same test
   users on both sides; which users those are is chance, the same for every seed.
 ``--goal G`` adds the share of user resamples in which the gap is at least G (a goal of
-"within 2 points" is ``--goal -2``).
+"within 2 points" is ``--goal -2``). ``--split valid`` compares the validation figures
+instead, e.g. to choose between two settings without looking at the test users.
 """
 from __future__ import annotations
 
@@ -35,15 +36,15 @@ from stats import bootstrap_mean, paired  # noqa: E402
 from td3 import records  # noqa: E402  (light: per-user files are read with pandas)
 
 
-def per_user(runs: pd.DataFrame, metric: str, protocol: str) -> pd.Series:
-    """(model, run seed, user) -> the test figure of the given runs, averaged over a run's
+def per_user(runs: pd.DataFrame, metric: str, protocol: str, split: str = "test") -> pd.Series:
+    """(model, run seed, user) -> the ``split`` figure of the given runs, averaged over a run's
     learner seeds (``evaluation.seeds``) as its record's figures are."""
     frames = []
     for run_dir, seed in zip(runs.run_dir, runs.seed):
         frame = records.read_per_user(run_dir)
-        frame = frame[(frame.split == "test") & (frame.protocol == protocol) & (frame.metric == metric)]
+        frame = frame[(frame.split == split) & (frame.protocol == protocol) & (frame.metric == metric)]
         if frame.empty:
-            raise SystemExit(f"{run_dir}: no per-user test {metric} under {protocol}")
+            raise SystemExit(f"{run_dir}: no per-user {split} {metric} under {protocol}")
         frames.append(frame.groupby(["model", "user"], sort=False)["value"].mean().reset_index()
                       .assign(run_seed=int(seed)))
     out = pd.concat(frames, ignore_index=True)
@@ -63,9 +64,10 @@ def main(argv=None) -> int:
     ap.add_argument("--protocol", default="recbole100")
     ap.add_argument("--goal", type=float, default=None, help="points: the share of resamples with a gap at least this")
     ap.add_argument("--resamples", type=int, default=9999)
+    ap.add_argument("--split", choices=("test", "valid"), default="test")
     args = ap.parse_args(argv)
 
-    runs, _ = load(args.results, splits=("test",))
+    runs, _ = load(args.results, splits=(args.split,))
     runs = runs[runs.status == "complete"]
     chosen = runs[matching(runs, args.where) & ~matching(runs, args.against)]
     if chosen.empty:
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
                          f"{len(chosen)} runs: {', '.join(Path(d).name for d in chosen.run_dir)}")
     full_root = args.full_results or args.results
     if args.full_results is not None:
-        runs, _ = load(full_root, splits=("test",))
+        runs, _ = load(full_root, splits=(args.split,))
         runs = runs[runs.status == "complete"]
     name = "full data" if args.against == ["method=full"] else "reference"
     full = runs[matching(runs, args.against) & (runs.dataset == chosen.dataset.iloc[0])]
@@ -84,16 +86,17 @@ def main(argv=None) -> int:
     if full.seed.duplicated().any():
         raise SystemExit(f"several reference runs of one seed: {', '.join(Path(d).name for d in full.run_dir)}")
 
-    summary, reference = per_user(chosen, args.metric, args.protocol), per_user(full, args.metric, args.protocol)
+    summary = per_user(chosen, args.metric, args.protocol, args.split)
+    reference = per_user(full, args.metric, args.protocol, args.split)
     print(f"{len(chosen)} summary runs ({', '.join(Path(d).name for d in chosen.run_dir)}) against "
-          f"{len(full)} {' '.join(args.against)} runs; test {args.metric} under {args.protocol}, points")
+          f"{len(full)} {' '.join(args.against)} runs; {args.split} {args.metric} under {args.protocol}, points")
     models = [m for m in dict.fromkeys(summary.index.get_level_values("model"))
               if m in set(reference.index.get_level_values("model"))]
     for model in models:
         s, f = summary.loc[model].unstack("run_seed"), reference.loc[model].unstack("run_seed")
         users = s.index.intersection(f.index)
         if len(users) != len(s.index) or len(users) != len(f.index):
-            raise SystemExit(f"{model}: the summary's and the reference's test users differ")
+            raise SystemExit(f"{model}: the summary's and the reference's {args.split} users differ")
         s, f = 100 * s.loc[users], 100 * f.loc[users]
         gap = s.mean(axis=1) - f.mean(axis=1)          # each user's difference of the means over seeds
         low, high, resampled = bootstrap_mean(gap.to_numpy(), n_resamples=args.resamples)
