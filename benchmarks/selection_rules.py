@@ -11,7 +11,9 @@ validation, and with ``distill.snapshots=true`` keeps each validated summary
 (``snapshots/step-NNNNN.pt`` in its summary directory). For each such run directory this script
 applies each rule to the recorded validations: ``all`` (the mean, what the run kept) and each
 inner learner's own score (``sasrec`` is what ``validate_learners=model`` would have kept,
-on the same outer path); the first step with the best score, as the distillation picks it.
+on the same outer path); the first step with the best score, as the distillation picks it;
+and ``last``, the outer loop's last step, which no validation picks (what choosing among
+the validated steps is worth: each choice also fits the validation users' noise).
 Every learner of the run's ``evaluation.models`` is trained on the summary each rule picks,
 with the run's own evaluation settings and seeds (a step the run kept gives the record's own
 figures, not trained again). It prints test NDCG@10 (recbole100, %) per run, rule and
@@ -42,12 +44,17 @@ from td3.layout import snapshot_path  # noqa: E402
 from td3.summary import Summary  # noqa: E402
 
 OWN = "all"  # the rule the runs this script reads were made with
+LAST = "last"  # no choice: the summary at the outer loop's end
 
 
 def picks(validations: list[dict], rules: list[str]) -> dict[str, int]:
-    """Each rule's step: the first validation with the rule's best score."""
+    """Each rule's step: the first validation with the rule's best score (``last``: the last
+    validation's, made at the outer loop's end)."""
     chosen = {}
     for rule in rules:
+        if rule == LAST:
+            chosen[rule] = validations[-1]["step"]
+            continue
         def score(v: dict) -> float:
             return v["valid_MRR@10"] if rule == OWN else v["by_learner"][rule]
         best = max(score(v) for v in validations)
@@ -66,7 +73,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--rules", default=None,
-                        help=f"comma-separated: {OWN} (the mean) and inner learners; default: {OWN} and each learner")
+                        help=f"comma-separated: {OWN} (the mean), inner learners, {LAST}; default: every one")
     parser.add_argument("--teacher-table", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="the rows as CSV")
     parser.add_argument("--threads", type=int, default=1)
@@ -82,8 +89,8 @@ def main(argv=None) -> int:
                              f"and evaluation.protocol=scratch")
         validations = info["validations"]
         learners = list(validations[0]["by_learner"])
-        rules = args.rules.split(",") if args.rules else [OWN, *learners]
-        unknown = set(rules) - {OWN, *learners}
+        rules = args.rules.split(",") if args.rules else [OWN, *learners, LAST]
+        unknown = set(rules) - {OWN, *learners, LAST}
         if unknown:
             raise SystemExit(f"--rules: {', '.join(sorted(unknown))} validated no summary of {run_dir}")
         chosen = picks(validations, rules)

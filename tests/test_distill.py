@@ -1048,7 +1048,7 @@ def test_summary_labels_benchmark_retrains_the_records_figure_and_the_hard_one(s
 
 def test_selection_rules_benchmark_trains_the_learners_on_each_rules_snapshot(shared, tmp_path):
     """benchmarks/selection_rules.py on a four-learner run validated by all (distill.snapshots):
-    each rule keeps the first step of its best score; the run's own rule gives the record's
+    each rule keeps the first step of its best score (``last`` the last step); the run's own rule gives the record's
     figures, a rule that keeps the same step gives them too, one that keeps another step
     trains the learners on that step's snapshot; a run without what it needs is refused."""
     import csv
@@ -1074,6 +1074,9 @@ def test_selection_rules_benchmark_trains_the_learners_on_each_rules_snapshot(sh
         mine = [r for r in rows if r["rule"] == rule]
         assert {int(r["step"]) for r in mine} == {step} and [r["model"] for r in mine] == ["sasrec", "gru4rec"]
         figures[rule] = (step, [float(r["NDCG@10"]) for r in mine])
+    last = [r for r in rows if r["rule"] == "last"]
+    assert {int(r["step"]) for r in last} == {validations[-1]["step"]} == {record["distill"]["outer_steps"]}
+    figures["last"] = (validations[-1]["step"], [float(r["NDCG@10"]) for r in last])
     own_step, own = figures["all"]
     assert own_step == record["distill"]["best_step"]
     assert own == [round(100 * e["metrics"]["test"]["recbole100"]["NDCG@10"], 4) for e in record["evaluations"]]
