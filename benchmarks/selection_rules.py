@@ -16,7 +16,7 @@ and ``last``, the outer loop's last step, which no validation picks (what choosi
 the validated steps is worth: each choice also fits the validation users' noise).
 Every learner of the run's ``evaluation.models`` is trained on the summary each rule picks,
 with the run's own evaluation settings and seeds (a step the run kept gives the record's own
-figures, not trained again). It prints test NDCG@10 (recbole100, %) per run, rule and
+figures, not trained again). It prints test NDCG@10 (recbole100, %; and the validation's) per run, rule and
 learner, then per rule and learner the mean over the runs and its paired difference from the
 run's own rule (paired t-test over the runs when there are several); ``--out`` writes the
 rows as CSV.
@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from summary_labels import ndcg10  # noqa: E402
+from summary_labels import trained_on  # noqa: E402
 from td3.config import dataset_options  # noqa: E402
 from td3.data import load_dataset  # noqa: E402
 from td3.layout import snapshot_path  # noqa: E402
@@ -112,12 +112,16 @@ def main(argv=None) -> int:
             for evaluation in record["evaluations"]:
                 name, seed = evaluation["model"], evaluation["seed"]
                 if S is None:
-                    ndcg, epoch = evaluation["metrics"]["test"]["recbole100"]["NDCG@10"], evaluation["best_epoch"]
+                    metrics, epoch = evaluation["metrics"], evaluation["best_epoch"]
                 else:
-                    ndcg, epoch, _ = ndcg10(S, data, name, cfg, seed)
+                    result = trained_on(S, data, name, cfg, seed)
+                    metrics, epoch = {"test": result.test.metrics, "valid": result.valid.metrics}, result.best_epoch
+                ndcg, valid = (metrics[split]["recbole100"]["NDCG@10"] for split in ("test", "valid"))
                 rows.append({"run": run_dir.name, "rule": rule, "step": step, "model": name, "seed": seed,
-                             "NDCG@10": round(100 * ndcg, 4), "best_epoch": epoch})
-                print(f"  {name} seed {seed}: test NDCG@10 {100 * ndcg:.2f} (best epoch {epoch})", flush=True)
+                             "NDCG@10": round(100 * ndcg, 4), "valid_NDCG@10": round(100 * valid, 4),
+                             "best_epoch": epoch})
+                print(f"  {name} seed {seed}: test NDCG@10 {100 * ndcg:.2f}, valid {100 * valid:.2f} "
+                      f"(best epoch {epoch})", flush=True)
 
     if args.out:
         with open(args.out, "w", newline="") as f:
@@ -130,11 +134,11 @@ def main(argv=None) -> int:
 
 def summarise(rows: list[dict]) -> None:
     """Per rule and learner: the mean over the runs (and seeds), and the paired difference from OWN."""
-    def mean_by_run(rule: str, model: str) -> dict[str, float]:
+    def mean_by_run(rule: str, model: str, column: str = "NDCG@10") -> dict[str, float]:
         by_run: dict[str, list[float]] = {}
         for r in rows:
             if r["rule"] == rule and r["model"] == model:
-                by_run.setdefault(r["run"], []).append(r["NDCG@10"])
+                by_run.setdefault(r["run"], []).append(r[column])
         return {run: sum(v) / len(v) for run, v in by_run.items()}
 
     rules = list(dict.fromkeys(r["rule"] for r in rows))
@@ -143,7 +147,9 @@ def summarise(rows: list[dict]) -> None:
         own = mean_by_run(OWN, model)
         for rule in rules:
             figures = mean_by_run(rule, model)
-            line = f"{model}, kept by {rule}: mean {sum(figures.values()) / len(figures):.2f} over {len(figures)} runs"
+            valid = mean_by_run(rule, model, "valid_NDCG@10")
+            line = (f"{model}, kept by {rule}: mean {sum(figures.values()) / len(figures):.2f} over {len(figures)} "
+                    f"runs (valid {sum(valid.values()) / len(valid):.2f})")
             if rule != OWN:
                 d = [figures[run] - own[run] for run in figures]
                 line += f"; {rule} - {OWN} {sum(d) / len(d):+.2f}"

@@ -44,15 +44,21 @@ def hard(S: torch.Tensor) -> torch.Tensor:
 
 def ndcg10(S: torch.Tensor, data, name: str, cfg: dict, seed: int) -> tuple[float, int, float]:
     """Test NDCG@10 (recbole100), best epoch and seconds of learner ``name`` trained on S."""
-    ev, inner = cfg["evaluation"], cfg["distill"]["inner"]
     start = time.perf_counter()
-    result = train_on_summary(
+    result = trained_on(S, data, name, cfg, seed)
+    return result.test.metrics["recbole100"]["NDCG@10"], result.best_epoch, time.perf_counter() - start
+
+
+def trained_on(S: torch.Tensor, data, name: str, cfg: dict, seed: int):
+    """Learner ``name`` trained on S with the run's evaluation settings (``cfg``) and ``seed``:
+    its ``td3.summary_training.SummaryTrainingResult``, scored under recbole100."""
+    ev, inner = cfg["evaluation"], cfg["distill"]["inner"]
+    return train_on_summary(
         S, data, name, model_options(learner_options(name)), epochs=ev["epochs"], batch_size=ev["batch_size"],
         lr=ev["lr"], weight_decay=ev["weight_decay"], alt=inner["alt"], alt_low=inner["alt_low"],
         alt_weight=inner.get("alt_weight", 1.0), bidirectional_loss=inner.get("bidirectional_loss", "cloze"),
         seed=seed, max_len=cfg["max_len"], select=ev["select"], eval_every=ev.get("eval_every", 1),
         eval_protocols=("recbole100",))
-    return result.test.metrics["recbole100"]["NDCG@10"], result.best_epoch, time.perf_counter() - start
 
 
 def main(argv=None) -> int:

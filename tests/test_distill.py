@@ -1080,6 +1080,8 @@ def test_selection_rules_benchmark_trains_the_learners_on_each_rules_snapshot(sh
     own_step, own = figures["all"]
     assert own_step == record["distill"]["best_step"]
     assert own == [round(100 * e["metrics"]["test"]["recbole100"]["NDCG@10"], 4) for e in record["evaluations"]]
+    assert [float(r["valid_NDCG@10"]) for r in rows if r["rule"] == "all"] == [
+        round(100 * e["metrics"]["valid"]["recbole100"]["NDCG@10"], 4) for e in record["evaluations"]]
     others = {rule: f for rule, (step, f) in figures.items() if step != own_step}
     assert others, figures  # (the settings give one rule another step)
     assert all(f == own for rule, (step, f) in figures.items() if step == own_step)
