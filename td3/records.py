@@ -275,12 +275,12 @@ PACKED_FILES = ("per_user.parquet", "summary.inter")
 PACKED_SUFFIX = ".xz"
 
 
-#: A published results root keeps no file over 512 KiB: a larger sealed file (Farzi's latent
-#: summaries, 0.5-1.7 MB where TD3's factors take tens of KB) is withheld, and
+#: A published results root keeps no file over 256 KiB: a larger sealed file (Farzi's latent
+#: summaries, 0.4-1.7 MB where TD3's factors take tens of KB) is withheld, and
 #: ``<name>.withheld`` (JSON: its sha256, size and where the full results root keeps it)
 #: stands in; the audit names it. ``td3.publish --repack`` applies the limit to a root
 #: published under a larger one.
-PUBLISH_LIMIT = 1 << 19
+PUBLISH_LIMIT = 1 << 18
 WITHHELD_SUFFIX = ".withheld"
 
 
