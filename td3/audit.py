@@ -233,10 +233,10 @@ class Audit:
         from .sweep import grid_runs
 
         c = self.check("grid")
-        index = ledger.index(self.root)
+        index, composed = ledger.index(self.root), {}
         for multirun in sorted((self.root / "sweeps").glob("*/*/multirun.yaml")):
             try:
-                points = grid_runs(multirun.parent, self.root, index)
+                points = grid_runs(multirun.parent, self.root, index, composed)
             except Exception as exc:  # noqa: BLE001
                 c.failures.append(f"{multirun.parent}: the grid cannot be expanded ({exc})")
                 continue

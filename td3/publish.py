@@ -164,12 +164,12 @@ def _link_duplicates(dst: Path) -> int:
     return linked
 
 
-def _grid_complete(sweep_dir: Path, root: Path, index: dict) -> tuple[bool, str]:
+def _grid_complete(sweep_dir: Path, root: Path, index: dict, composed: dict) -> tuple[bool, str]:
     """Whether every grid point of a sweep has a complete record under ``root`` (the run its
     sweep made: ``td3.sweep.grid_runs``)."""
     from .sweep import grid_runs
 
-    points = grid_runs(sweep_dir, root, index)
+    points = grid_runs(sweep_dir, root, index, composed)
     missing = sum(not records.is_complete(run_dir, verify=False) for _, run_dir, _ in points)
     return missing == 0, f"{missing} of {len(points)} grid points without a complete record"
 
@@ -198,14 +198,14 @@ def sweep_runs(src: Path, names: list[str]) -> set[str]:
     points' runs (``td3.sweep.grid_runs``) and the training runs their records name."""
     from .sweep import grid_runs
 
-    index = ledger.index(src)
+    index, composed = ledger.index(src), {}
     selected: set[str] = set()
     for name in names:
         launches = sorted(p.parent for p in (src / "sweeps" / name).glob("*/multirun.yaml"))
         if not launches:
             raise TD3Error(f"no sweep named {name!r} under {src / 'sweeps'}")
         for sweep_dir in launches:
-            for _, run_dir, _ in grid_runs(sweep_dir, src, index):
+            for _, run_dir, _ in grid_runs(sweep_dir, src, index, composed):
                 selected.add(f"distill/{run_dir.name}")
                 selected |= _referenced_runs(records.read_record(run_dir) or {})
     return selected
@@ -266,11 +266,11 @@ def publish(src: Path, dst: Path, sweeps: list[str] | None = None) -> dict:
                 target = dst / "summaries" / name / file
                 counts["files"] += _pack(path, target.with_name(file + records.PACKED_SUFFIX))
                 target.unlink(missing_ok=True)  # published unpacked before
-    index = ledger.index(src)
+    index, composed = ledger.index(src), {}
     for sweep_dir in sorted(p.parent for p in (src / "sweeps").glob("*/*/multirun.yaml")):
         if sweeps and sweep_dir.parent.name not in sweeps:
             continue
-        complete, why = _grid_complete(sweep_dir, src, index)
+        complete, why = _grid_complete(sweep_dir, src, index, composed)
         if not complete:
             counts["sweeps_pending"] += 1
             print(f"not yet: sweep {sweep_dir.relative_to(src)} ({why})")

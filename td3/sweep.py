@@ -38,7 +38,8 @@ log = logging.getLogger("td3.sweep")
 EXIT_STATUS = 0
 
 
-def grid_runs(sweep_dir: str | Path, results: str | Path, index: dict | None = None) -> list[tuple[list[str], Path, bool]]:
+def grid_runs(sweep_dir: str | Path, results: str | Path, index: dict | None = None,
+              composed: dict | None = None) -> list[tuple[list[str], Path, bool]]:
     """A recorded sweep's grid points (from its ``multirun.yaml``), each with the run
     directory under ``results/distill`` that answers for it, and whether that run is not the
     one the point composes into today.
@@ -47,7 +48,11 @@ def grid_runs(sweep_dir: str | Path, results: str | Path, index: dict | None = N
     (``index``, ``td3.ledger.index``), preferring a complete one: named by the config's signature
     when it ran. Only a point no ledger names is composed with today's defaults: a default
     changed since the sweep ran would compose the point into another run, which a relaunch
-    of the sweep as it was would make. Raises when the grid cannot be expanded."""
+    of the sweep as it was would make. Raises when the grid cannot be expanded.
+
+    composed: {sorted overrides: run name today}, shared by the calls of one reader (the
+    audit, publish): a relaunched sweep's ledgers repeat their points, and composing a
+    config is most of the time this takes."""
     from .config import compose_config
     from .grid import expand
     from .layout import distillation
@@ -58,11 +63,15 @@ def grid_runs(sweep_dir: str | Path, results: str | Path, index: dict | None = N
     sweep = OmegaConf.to_container(OmegaConf.load(sweep_dir / "multirun.yaml"), resolve=False)
     sweeper = sweep["hydra"].get("sweeper") or {}
     task = list(sweep["hydra"].get("overrides", {}).get("task", []))
+    composed = {} if composed is None else composed
     out = []
     for job in expand(sweeper.get("params"), sweeper.get("grid"), task):
-        cfg = compose_config(job)
-        cfg["results_dir"] = str(results)
-        today = distillation(cfg).dir
+        key = tuple(sorted(job))
+        if key not in composed:
+            cfg = compose_config(job)
+            cfg["results_dir"] = str(results)
+            composed[key] = distillation(cfg).dir.name
+        today = results / "distill" / composed[key]
         entry = noted.get(ledger.entry_key(job))
         names = ([Path(entry["run_dir"]).name] if entry and entry.get("run_dir")
                  else sorted(index.get(tuple(sorted(job)), ())))
