@@ -2,6 +2,7 @@
 
     python benchmarks/selection_rules.py RUN_DIR [RUN_DIR ...] [--rules all,sasrec,...]
         [--teacher-table BEST_PT] [--out FILE.csv] [--threads 1]
+    python benchmarks/selection_rules.py FILE.csv [FILE.csv ...]   # the summary of saved rows
 
 A distillation validates its summary every ``distill.validate_every`` outer steps and keeps the
 best one (docs/method.md, "Several learners"): by the run's model's validation MRR@10
@@ -19,7 +20,8 @@ with the run's own evaluation settings and seeds (a step the run kept gives the 
 figures, not trained again). It prints test NDCG@10 (recbole100, %; and the validation's) per run, rule and
 learner, then per rule and learner the mean over the runs and its paired difference from the
 run's own rule (paired t-test over the runs when there are several); ``--out`` writes the
-rows as CSV.
+rows as CSV. Given CSV files instead of run directories (runs scored by separate processes,
+one per core), it prints the summary of their rows together.
 
 A summary that references the teacher's item table is loaded with the table of the run's
 recorded teacher (``record["teacher"]["run"]/best.pt``), or ``--teacher-table``.
@@ -81,6 +83,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     rows = []
+    if all(path.suffix == ".csv" for path in args.runs):
+        for path in args.runs:
+            with open(path, newline="") as f:
+                rows += [{**r, "NDCG@10": float(r["NDCG@10"]), "valid_NDCG@10": float(r["valid_NDCG@10"])}
+                         for r in csv.DictReader(f)]
+        summarise(rows)
+        return 0
     for run_dir in args.runs:
         record = json.loads((run_dir / "record.json").read_text())
         cfg, info = record["config"], record["distill"]

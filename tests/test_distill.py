@@ -1087,6 +1087,11 @@ def test_selection_rules_benchmark_trains_the_learners_on_each_rules_snapshot(sh
     assert all(f == own for rule, (step, f) in figures.items() if step == own_step)
     assert any(f != own for f in others.values()) and all(0 <= x <= 100 for f in others.values() for x in f)
 
+    again = bench(tmp_path / "rows.csv")   # the saved rows' summary, without training
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = [line for line in done.stdout.splitlines() if ", kept by " in line]
+    assert summary and [line for line in again.stdout.splitlines() if ", kept by " in line] == summary
+
     refused = bench(path.parent, "--rules", "sasrec,fm")
     assert refused.returncode != 0 and "fm validated no summary" in refused.stderr
     missing = Path(record["summary"]["dir"]) / "snapshots" / f"step-{figures[next(iter(others))][0]:05d}.pt"
