@@ -48,7 +48,9 @@ def grid_runs(sweep_dir: str | Path, results: str | Path, index: dict | None = N
     (``index``, ``td3.ledger.index``), preferring a complete one: named by the config's signature
     when it ran. Only a point no ledger names is composed with today's defaults: a default
     changed since the sweep ran would compose the point into another run, which a relaunch
-    of the sweep as it was would make. Raises when the grid cannot be expanded.
+    of the sweep as it was would make. A point whose launches all failed, but which composes
+    today into a complete run (made by a later launch under another spelling or code), is
+    answered by that run. Raises when the grid cannot be expanded.
 
     composed: {sorted overrides: run name today}, shared by the calls of one reader (the
     audit, publish): a relaunched sweep's ledgers repeat their points, and composing a
@@ -73,9 +75,13 @@ def grid_runs(sweep_dir: str | Path, results: str | Path, index: dict | None = N
             composed[key] = distillation(cfg).dir.name
         today = results / "distill" / composed[key]
         entry = noted.get(ledger.entry_key(job))
-        names = ([Path(entry["run_dir"]).name] if entry and entry.get("run_dir")
-                 else sorted(index.get(tuple(sorted(job)), ())))
+        # the run this launch made first, then the launches of the same point (a relaunch after
+        # it failed may have made the run under another signature, had the code changed)
+        names = [Path(entry["run_dir"]).name] if entry and entry.get("run_dir") else []
+        names += [n for n in sorted(index.get(key, ())) if n not in names]
         done = [n for n in names if records.is_complete(results / "distill" / n, verify=False)]
+        if not done and records.is_complete(today, verify=False):
+            done = [today.name]  # what the point composes into today is done: a relaunch would skip it
         run_dir = results / "distill" / (done or names)[0] if names else today
         out.append((job, run_dir, run_dir.name != today.name))
     return out

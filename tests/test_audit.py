@@ -108,3 +108,23 @@ def test_the_grid_check_follows_the_runs_a_sweep_ran(sweep, tmp_path):
     assert any(line.split()[:4] == ["grid", "WARN", "4", "1"] for line in lines), proc.stdout[-3000:]
     assert "1 of " in proc.stdout and "compose today into runs other than the ones the sweep ran" in proc.stdout
     assert not any(line.startswith("FAIL grid") for line in lines)
+
+
+@pytest.mark.slow
+def test_a_grid_point_whose_launch_failed_is_answered_by_the_run_it_composes_into(sweep, tmp_path):
+    """A launch that failed names a run that never completed (here: one that does not exist,
+    as under another signature an older code computed); a later launch made the run the point
+    composes into today. The point is answered by that complete run, not reported missing;
+    without it, the point is a failure."""
+    root, env = copy(sweep, tmp_path)
+    entry_path = next(p for p in (root / "runs" / "sweeps").glob("smoke/*/jobs/*.json")
+                      if "random" in Path(json.loads(p.read_text())["run_dir"]).name)
+    entry = json.loads(entry_path.read_text())
+    made = Path(entry["run_dir"])
+    entry["run_dir"], entry["status"] = str(made.with_name(made.name.rsplit("-", 1)[0] + "-000000000000")), "failed"
+    entry_path.write_text(json.dumps(entry))
+    proc = audit(root / "runs", env)
+    assert not any(line.startswith("FAIL grid") for line in proc.stdout.splitlines()), proc.stdout[-3000:]
+    shutil.rmtree(root / "runs" / "distill" / made.name)
+    proc = audit(root / "runs", env)
+    assert proc.returncode == 1 and "FAIL grid: smoke: grid point" in proc.stdout, proc.stdout[-3000:]
