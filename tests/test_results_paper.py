@@ -18,7 +18,8 @@ WITH_TABLES = [r for r in ROOTS if (REPO / "results" / r / "tables" / "manifest.
 
 
 def test_every_results_root_is_checked():
-    assert {"paper", "sampled-items", "learned-lr", "learners-tuned", "evaluation-epochs", "evaluation-seeds"} <= set(ROOTS)
+    assert {"paper", "sampled-items", "learned-lr", "learners-tuned", "evaluation-epochs", "evaluation-seeds",
+            "validate-learners"} <= set(ROOTS)
     assert {"paper", "learned-lr", "learners-tuned", "evaluation-epochs"} <= set(WITH_TABLES)
 
 
