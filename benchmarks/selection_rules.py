@@ -108,6 +108,7 @@ def main(argv=None) -> int:
         summary_dir = Path(record["summary"]["dir"])
         table = None
         data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
+        scored: dict = {}  # (step, learner, seed) -> (metrics, best epoch): rules that agree train once
         for rule, step in chosen.items():
             print(f"{run_dir.name}: {rule} keeps step {step}", flush=True)
             S = None
@@ -122,9 +123,12 @@ def main(argv=None) -> int:
                 name, seed = evaluation["model"], evaluation["seed"]
                 if S is None:
                     metrics, epoch = evaluation["metrics"], evaluation["best_epoch"]
+                elif (step, name, seed) in scored:
+                    metrics, epoch = scored[step, name, seed]
                 else:
                     result = trained_on(S, data, name, cfg, seed)
                     metrics, epoch = {"test": result.test.metrics, "valid": result.valid.metrics}, result.best_epoch
+                    scored[step, name, seed] = metrics, epoch
                 ndcg, valid = (metrics[split]["recbole100"]["NDCG@10"] for split in ("test", "valid"))
                 rows.append({"run": run_dir.name, "rule": rule, "step": step, "model": name, "seed": seed,
                              "NDCG@10": round(100 * ndcg, 4), "valid_NDCG@10": round(100 * valid, 4),

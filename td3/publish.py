@@ -193,12 +193,12 @@ def _referenced_runs(record: dict) -> set[str]:
     return found
 
 
-def sweep_runs(src: Path, names: list[str]) -> set[str]:
+def sweep_runs(src: Path, names: list[str], composed: dict | None = None) -> set[str]:
     """What the named sweeps made in ``src``, as ``<kind>/<run>``: each recorded launch's grid
     points' runs (``td3.sweep.grid_runs``) and the training runs their records name."""
     from .sweep import grid_runs
 
-    index, composed = ledger.index(src), {}
+    index, composed = ledger.index(src), {} if composed is None else composed
     selected: set[str] = set()
     for name in names:
         launches = sorted(p.parent for p in (src / "sweeps" / name).glob("*/multirun.yaml"))
@@ -216,7 +216,8 @@ def publish(src: Path, dst: Path, sweeps: list[str] | None = None) -> dict:
     ``sweeps``: only what these sweeps made (``sweep_runs``) and their ledgers; None: all."""
     counts = {"runs": 0, "files": 0, "incomplete": 0, "sweeps": 0, "sweeps_pending": 0, "linked": 0}
     used_summaries = set()
-    selected = sweep_runs(src, sweeps) if sweeps else None
+    composed: dict = {}  # grid points composed today, shared by both passes over the sweeps
+    selected = sweep_runs(src, sweeps, composed) if sweeps else None
     for kind in ("distill", "train"):
         base = src / kind
         if not base.is_dir():
@@ -266,7 +267,7 @@ def publish(src: Path, dst: Path, sweeps: list[str] | None = None) -> dict:
                 target = dst / "summaries" / name / file
                 counts["files"] += _pack(path, target.with_name(file + records.PACKED_SUFFIX))
                 target.unlink(missing_ok=True)  # published unpacked before
-    index, composed = ledger.index(src), {}
+    index = ledger.index(src)
     for sweep_dir in sorted(p.parent for p in (src / "sweeps").glob("*/*/multirun.yaml")):
         if sweeps and sweep_dir.parent.name not in sweeps:
             continue
