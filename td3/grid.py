@@ -91,3 +91,33 @@ def spread_shared(jobs: Sequence, keys: Sequence) -> list:
             seen[key] = rank + 1
         ranked.append((rank, index, job))
     return [job for _, _, job in sorted(ranked, key=lambda r: r[:2])]
+
+
+def evaluation_splits(jobs: Sequence[Sequence[str]], summaries: Sequence) -> list[tuple[list[str], int]]:
+    """Where a sweep varies only how a summary is evaluated yet distils several summaries.
+
+    ``summaries``: each job's summary (e.g. its directory; ``None``: it distils none). Jobs
+    whose overrides agree on every key outside ``evaluation.*`` are meant to evaluate one
+    summary, but a distillation setting that follows an evaluation one (``distill.validate_lr:
+    ${evaluation.lr}`` and the like) makes each value distil its own. Returns, per such group,
+    the ``evaluation.*`` keys that vary in it and the number of summaries it would distil."""
+    groups: dict[tuple, dict] = {}
+    for overrides, summary in zip(jobs, summaries):
+        if summary is None:
+            continue
+        rest = tuple(sorted(o.lstrip("+~") for o in overrides if not _key(o).startswith("evaluation.")))
+        groups.setdefault(rest, {}).setdefault(summary, []).append(list(overrides))
+    splits = []
+    for by_summary in groups.values():
+        if len(by_summary) < 2:
+            continue
+        members = [o for group in by_summary.values() for o in group]
+        values: dict[str, set] = {}
+        for overrides in members:
+            for o in overrides:
+                if _key(o).startswith("evaluation."):
+                    values.setdefault(_key(o), set()).add(o.split("=", 1)[1])
+        varying = sorted(k for k, v in values.items()
+                         if len(v) > 1 or sum(any(_key(o) == k for o in m) for m in members) < len(members))
+        splits.append((varying, len(by_summary)))
+    return splits

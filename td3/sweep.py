@@ -46,11 +46,11 @@ def grid_runs(sweep_dir: str | Path, results: str | Path, index: dict | None = N
 
     The run is the one the sweep launched (its ledger entry), or a relaunch of it launched
     (``index``, ``td3.ledger.index``), preferring a complete one: named by the config's signature
-    when it ran. Only a point no ledger names is composed with today's defaults: a default
-    changed since the sweep ran would compose the point into another run, which a relaunch
-    of the sweep as it was would make. A point whose launches all failed, but which composes
-    today into a complete run (made by a later launch under another spelling or code), is
-    answered by that run. Raises when the grid cannot be expanded.
+    when it ran. Every point is also composed with today's defaults, which answers for it
+    only where no ledger names a run (a default changed since the sweep ran would compose
+    the point into another run, which a relaunch of the sweep as it was would make) or where
+    its launches all failed and today's run is complete (made by a later launch under
+    another spelling or code). Raises when the grid cannot be expanded.
 
     composed: {sorted overrides: run name today}, shared by the calls of one reader (the
     audit, publish): a relaunched sweep's ledgers repeat their points, and composing a

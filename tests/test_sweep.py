@@ -89,6 +89,32 @@ def test_jobs_sharing_a_summary_start_after_every_distinct_one():
     assert spread_shared([], []) == []
 
 
+def test_a_sweep_varying_only_the_evaluation_hears_when_it_distils_several_summaries():
+    """distill.validate_lr follows evaluation.lr: a sweep over the evaluation's rate distils
+    one summary per rate unless it pins the distillation's; the composed configs say so."""
+    from td3.config import compose_config
+    from td3.grid import evaluation_splits
+    from td3.layout import summary_dir_for
+
+    def summaries(jobs):
+        out = []
+        for job in jobs:
+            cfg = compose_config(job)
+            cfg["results_dir"] = "/results"
+            out.append(summary_dir_for(cfg)[0].name)
+        return out
+
+    rates = [["seed=0", f"evaluation.lr={lr}"] for lr in ("0.005", "0.01")] + [["seed=1", "evaluation.lr=0.01"]]
+    assert evaluation_splits(rates, summaries(rates)) == [(["evaluation.lr"], 2)]
+    pinned = [job + ["distill.validate_lr=0.005"] for job in rates]
+    assert evaluation_splits(pinned, summaries(pinned)) == []
+    # the learners evaluated, their seeds and budget are no part of the summary
+    learners = [["seed=0", "evaluation.models=[sasrec]"], ["seed=0", "evaluation.models=[sasrec,gru4rec]", "evaluation.epochs=500"]]
+    assert evaluation_splits(learners, summaries(learners)) == []
+    # a key only some of the group set counts as varying; runs without a summary are left out
+    assert evaluation_splits([["a=1"], ["a=1", "evaluation.lr=0.01"], ["a=1"]], ["S", "T", None]) == [(["evaluation.lr"], 2)]
+
+
 # ------------------------------------------------- what deciding "done?" costs
 def imported_modules(proc: subprocess.CompletedProcess) -> set[str]:
     """The modules a process imported, from its import log (run with IMPORT_LOG)."""

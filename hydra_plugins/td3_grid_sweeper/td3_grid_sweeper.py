@@ -92,13 +92,14 @@ class GridSweeper(BasicSweeper):
             from td3.layout import distillation, is_done
             from td3.records import read_record
 
-            todo, shared = [], []
+            todo, shared, summaries = [], [], []
             for number, overrides in enumerate(jobs):
                 try:
                     resolved = self._resolve(overrides)
                     done = is_done(resolved)
                 except Exception:  # let the job itself report what is wrong with its config
                     resolved, done = None, False
+                summaries.append(_shared_work(resolved))
                 if done:
                     ledger.write_entry(sweep_dir, overrides, status="skipped", run_dir=str(distillation(resolved).dir))
                 else:
@@ -106,6 +107,12 @@ class GridSweeper(BasicSweeper):
                         self._before[tuple(overrides)] = read_record(distillation(resolved).dir)
                     todo.append((number, overrides))
                     shared.append(_shared_work(resolved))
+            for varying, count in td3_grid.evaluation_splits(jobs, summaries):
+                # distill.validate_lr and the like follow evaluation.*: each value distils anew
+                log.warning("td3 sweep: grid points that differ only in %s distil %d different summaries: "
+                            "the distillation's own settings follow the evaluation's (distill.validate_lr, "
+                            "validate_batch_size, validate_weight_decay); pin them to evaluate one summary",
+                            ", ".join(varying), count)
             # jobs evaluating a summary another job distils go last: they would wait on it
             pairs = td3_grid.spread_shared(list(zip(todo, shared)), shared)
             todo, keys = [job for job, _ in pairs], [key for _, key in pairs]
