@@ -13,8 +13,8 @@ results root, so that ``analysis/make_tables.py --results DST`` and
   ``pool/``, ``last.pt`` or ``state.pt``. The per-user metrics and the hard sequences are
   stored xz-compressed (``per_user.parquet.xz``,
   ``summary.inter.xz``: ``records.PACKED_FILES``), holding the very bytes their seal names;
-  ``records.read_per_user`` and the audit read them as they are. A file over 256 KiB
-  (``records.PUBLISH_LIMIT``) is withheld: ``<name>.withheld`` holds its sha256 and size
+  ``records.read_per_user`` and the audit read them as they are. A file over 256 KiB as
+  stored (packed, for those; ``records.PUBLISH_LIMIT``) is withheld: ``<name>.withheld`` holds its sha256 and size
   (the audit warns of it);
 - ``summaries/<summary>/distill.json`` (the optimisation's history) of the summaries those
   runs used;
@@ -74,20 +74,46 @@ def _copy(src: Path, dst: Path) -> bool:
     return True
 
 
-def _pack(src: Path, dst: Path) -> bool:
+def _pack(src: Path, dst: Path, limit: int | None = None) -> bool | None:
     """Store ``src`` xz-compressed as ``dst`` unless ``dst`` already holds its bytes. The
     default preset: its output depends on the bytes alone, so identical files pack to
-    identical files (which ``_link_duplicates`` relies on)."""
+    identical files (which ``_link_duplicates`` relies on). With ``limit``: None, and
+    nothing written, when the packed file would be larger."""
     data = src.read_bytes()
     if dst.is_file():
         try:
-            if lzma.decompress(dst.read_bytes()) == data:
-                return False
+            held = dst.read_bytes()
+            if lzma.decompress(held) == data:
+                return None if limit is not None and len(held) > limit else False
         except lzma.LZMAError:
             pass  # damaged: written again
+    packed = lzma.compress(data)
+    if limit is not None and len(packed) > limit:
+        return None
     with atomic_path(dst) as tmp:
-        tmp.write_bytes(lzma.compress(data))
+        tmp.write_bytes(packed)
     return True
+
+
+def _publish_sealed(src: Path, target: Path, record: dict) -> bool:
+    """Publish a run's sealed file ``src`` into ``target``: packed if it is one of
+    ``records.PACKED_FILES``, withheld when what would be stored is over the size limit (the
+    packed file's size for a packed one), replacing what an earlier layout or limit left
+    there. Returns whether anything was written."""
+    name = src.name
+    stand_in = target / (name + records.WITHHELD_SUFFIX)
+    if name in records.PACKED_FILES:
+        packed = target / (name + records.PACKED_SUFFIX)
+        written = _pack(src, packed, limit=records.PUBLISH_LIMIT)
+        if written is None:
+            return _withhold(name, src.stat().st_size, target, record)
+        (target / name).unlink(missing_ok=True)  # published unpacked before packing existed
+    elif src.stat().st_size > records.PUBLISH_LIMIT:
+        return _withhold(name, src.stat().st_size, target, record)
+    else:
+        written = _copy(src, target / name)
+    stand_in.unlink(missing_ok=True)  # withheld under a smaller limit, or before packing
+    return written
 
 
 def _record_text(record: dict) -> str:
@@ -122,21 +148,24 @@ def repack(dst: Path) -> dict:
             continue
         counts["rewritten"] += _write_record(record, path)
         for name in record.get("files") or {}:
-            file = path.parent / name
-            if file.is_file() and file.stat().st_size > records.PUBLISH_LIMIT:  # a link: its target's size
-                over.append((not file.is_symlink(), file, record))
+            stored = records.sealed_path(path.parent, name)  # the file, or its packed copy
+            if stored is not None and stored.stat().st_size > records.PUBLISH_LIMIT:  # a link: its target's size
+                size = len(records.read_sealed(path.parent, name))
+                over.append((not stored.is_symlink(), stored, name, size, record))
     # links to such a file (_link_duplicates) first, while the file they read still exists
-    counts["withheld"] = sum(_withhold(file, file.parent, record)
-                             for _, file, record in sorted(over, key=lambda o: o[:2]))
+    counts["withheld"] = sum(_withhold(name, size, stored.parent, record)
+                             for _, stored, name, size, record in sorted(over, key=lambda o: o[:2]))
     return counts
 
 
-def _withhold(src: Path, target: Path, record: dict) -> bool:
-    """Publish ``<name>.withheld`` instead of a sealed file over ``records.PUBLISH_LIMIT``."""
-    stand_in = target / (src.name + records.WITHHELD_SUFFIX)
-    text = json.dumps({"sha256": record["files"][src.name], "bytes": src.stat().st_size,
+def _withhold(name: str, size: int, target: Path, record: dict) -> bool:
+    """Publish ``<name>.withheld`` in ``target`` instead of the run's sealed file ``name``
+    (``size`` bytes as the run wrote it), which is over ``records.PUBLISH_LIMIT`` as stored."""
+    stand_in = target / (name + records.WITHHELD_SUFFIX)
+    text = json.dumps({"sha256": record["files"][name], "bytes": size,
                        "kept_in": "the sweep's own results root", "run": target.name}, indent=1) + "\n"
-    (target / src.name).unlink(missing_ok=True)  # published whole before the limit existed
+    (target / name).unlink(missing_ok=True)  # published whole before the limit existed
+    (target / (name + records.PACKED_SUFFIX)).unlink(missing_ok=True)  # or packed, under a larger one
     if stand_in.is_file() and stand_in.read_text() == text:
         return False
     records.write_text(stand_in, text)
@@ -247,15 +276,10 @@ def publish(src: Path, dst: Path, sweeps: list[str] | None = None) -> dict:
             for name in sorted(RUN_FILES, key=lambda n: n == records.RECORD_NAME):
                 if not (run_dir / name).is_file():
                     continue
-                if (run_dir / name).stat().st_size > records.PUBLISH_LIMIT:
-                    counts["files"] += _withhold(run_dir / name, target, record)
-                elif name in records.PACKED_FILES:
-                    counts["files"] += _pack(run_dir / name, target / (name + records.PACKED_SUFFIX))
-                    (target / name).unlink(missing_ok=True)  # published unpacked before packing existed
-                elif name == records.RECORD_NAME:
+                if name == records.RECORD_NAME:
                     counts["files"] += _write_record(record, target / name)
                 else:
-                    counts["files"] += _copy(run_dir / name, target / name)
+                    counts["files"] += _publish_sealed(run_dir / name, target, record)
             summary_dir = (record.get("summary") or {}).get("dir")
             if summary_dir:
                 used_summaries.add(Path(summary_dir).name)

@@ -149,6 +149,42 @@ def test_repack_withholds_the_files_a_lowered_size_limit_leaves_out(sweep, tmp_p
     assert audit.returncode == 0 and "withheld from this root" in audit.stdout, audit.stdout[-3000:]
 
 
+@pytest.mark.slow
+def test_the_size_limit_is_on_the_file_as_stored(sweep, tmp_path, monkeypatch):
+    """A packed file is withheld only when its packed copy is over the limit, however large
+    the run wrote it; publishing again under another limit leaves one form of each file:
+    the packed copy or the stand-in, never both."""
+    import lzma
+
+    from td3 import publish as publish_module
+    from td3 import records
+
+    src, env, dst, run = published_td3_run(sweep, tmp_path)
+    raw = (src / "distill" / run.name / "per_user.parquet").stat().st_size
+    packed = (run / "per_user.parquet.xz").stat().st_size
+    assert packed < raw
+    # between the two sizes: still published packed, nothing withheld
+    monkeypatch.setattr(records, "PUBLISH_LIMIT", (packed + raw) // 2)
+    publish_module.publish(src, dst)
+    assert (run / "per_user.parquet.xz").is_file() and not (run / "per_user.parquet.withheld").exists()
+    # below the packed size: withheld, with the size the run wrote, and the packed copy gone
+    monkeypatch.setattr(records, "PUBLISH_LIMIT", packed - 1)
+    publish_module.publish(src, dst)
+    stand_in = json.loads((run / "per_user.parquet.withheld").read_text())
+    assert stand_in["bytes"] == raw and not (run / "per_user.parquet.xz").exists()
+    assert stand_in["sha256"] == records.read_record(run)["files"]["per_user.parquet"]
+    # the limit raised again: packed once more, the stand-in removed
+    monkeypatch.setattr(records, "PUBLISH_LIMIT", 1 << 18)
+    publish_module.publish(src, dst)
+    assert not (run / "per_user.parquet.withheld").exists()
+    assert lzma.decompress((run / "per_user.parquet.xz").read_bytes()) == (src / "distill" / run.name / "per_user.parquet").read_bytes()
+    # repack applies the limit to the packed copy as well
+    monkeypatch.setattr(records, "PUBLISH_LIMIT", packed - 1)
+    assert publish_module.repack(dst)["withheld"] >= 1
+    assert (run / "per_user.parquet.withheld").is_file() and not (run / "per_user.parquet.xz").exists()
+    assert json.loads((run / "per_user.parquet.withheld").read_text())["bytes"] == raw
+
+
 def test_records_are_published_on_one_line_and_a_root_repacks_in_place(sweep, tmp_path):
     from td3 import records
 
