@@ -106,7 +106,7 @@ class GridSweeper(BasicSweeper):
                     if resolved is not None:
                         self._before[tuple(overrides)] = read_record(distillation(resolved).dir)
                     todo.append((number, overrides))
-                    shared.append(_shared_work(resolved))
+                    shared.append(summaries[-1])
             for varying, count in td3_grid.evaluation_splits(jobs, summaries):
                 # distill.validate_lr and the like follow evaluation.*: each value distils anew
                 log.warning("td3 sweep: grid points that differ only in %s distil %d different summaries: "
