@@ -31,7 +31,7 @@ METHOD_LABELS = {"td3": "TD3", "farzi": "Farzi", "naive": "Naive", "random": "Ra
 #: Settings that make two runs of one method, dataset and size different experiments.
 VARIANT_KEYS = ("d1", "d2", "fsa", "alt", "outer_lr", "inner_lr", "embedding", "init_from", "outer_epochs",
                 "min_steps", "learn_lr", "bidirectional_loss", "steps", "window", "eval_epochs", "eval_lr",
-                "teacher_seed", "learners", "validate_learners")
+                "teacher_seed", "learners", "validate_learners", "average_last")
 
 
 def _get(d: dict, *path, default=None):
@@ -88,6 +88,7 @@ def _parse(path: str, splits: tuple[str, ...] | None = None) -> tuple[dict, list
         "learners": "+".join(d.get("learners") or []) if method in SUMMARY_METHODS else None,
         # who picked the summary's best step: the run's model, or every inner learner
         "validate_learners": d.get("validate_learners", "model") if method in SUMMARY_METHODS else None,
+        "average_last": d.get("average_last", 0.0) if method in SUMMARY_METHODS else None,
         "distill_seconds": _get(rec, "distill", "seconds"),
         "distill_cached": _get(rec, "distill", "cached"),
         "seconds_per_outer_step": _get(rec, "distill", "seconds_per_outer_step"),
@@ -113,7 +114,7 @@ def _parse(path: str, splits: tuple[str, ...] | None = None) -> tuple[dict, list
 RUN_COLUMNS = ("run_dir", "signature", "status", "error", "method", "dataset", "mu", "zeta", "size",
                "interactions", "seed", "summary_protocol", "models", "sweep", "git", "d1", "d2", "fsa", "alt",
                "outer_lr", "inner_lr", "embedding", "init_from", "outer_epochs", "min_steps", "learn_lr", "bidirectional_loss",
-               "steps", "window", "eval_epochs", "eval_lr", "train_epochs", "teacher_seed", "learners", "validate_learners", "distill_seconds", "distill_cached", "seconds_per_outer_step",
+               "steps", "window", "eval_epochs", "eval_lr", "train_epochs", "teacher_seed", "learners", "validate_learners", "average_last", "distill_seconds", "distill_cached", "seconds_per_outer_step",
                "peak_memory_mb", "total_seconds")
 
 
@@ -175,8 +176,10 @@ def matching(runs: pd.DataFrame, where: list[str]) -> pd.Series:
 #: loss on a summary is labelled against the cloze, which every summary before the prefix loss
 #: used, so that a root with more prefix runs than cloze ones does not relabel the cloze ones;
 #: the validating learners against the run's model, and a learner's learning rate on the summary
-#: against conf/evaluation's 0.005: the defaults every earlier record had.
-FIXED_USUAL = {"learners": "", "bidirectional_loss": "cloze", "validate_learners": "model", "eval_lr": "0.005"}
+#: against conf/evaluation's 0.005, and the kept summary against the best validated one (no
+#: average): the defaults every earlier record had.
+FIXED_USUAL = {"learners": "", "bidirectional_loss": "cloze", "validate_learners": "model", "eval_lr": "0.005",
+               "average_last": "0"}
 
 
 def variant_labels(runs: pd.DataFrame, group: list[str]) -> pd.Series:

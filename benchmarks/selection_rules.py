@@ -13,8 +13,10 @@ validation, and with ``distill.snapshots=true`` keeps each validated summary
 applies each rule to the recorded validations: ``all`` (the mean, what the run kept) and each
 inner learner's own score (``sasrec`` is what ``validate_learners=model`` would have kept,
 on the same outer path); the first step with the best score, as the distillation picks it;
-and ``last``, the outer loop's last step, which no validation picks (what choosing among
-the validated steps is worth: each choice also fits the validation users' noise).
+``last``, the outer loop's last step, which no validation picks (what choosing among
+the validated steps is worth: each choice also fits the validation users' noise); and
+``average``, the mean of the summaries validated in the last ``--average-last`` fraction of
+the outer loop (``distill.average_last``, which computes the same mean inside the run).
 Every learner of the run's ``evaluation.models`` is trained on the summary each rule picks,
 with the run's own evaluation settings and seeds (a step the run kept gives the record's own
 figures, not trained again). It prints test NDCG@10 (recbole100, %; and the validation's) per run, rule and
@@ -42,11 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from summary_labels import trained_on  # noqa: E402
 from td3.config import dataset_options  # noqa: E402
 from td3.data import load_dataset  # noqa: E402
+from td3.engine import average_states, averaged_steps  # noqa: E402
+from td3.files import atomic_path  # noqa: E402
 from td3.layout import snapshot_path  # noqa: E402
 from td3.summary import Summary  # noqa: E402
 
 OWN = "all"  # the rule the runs this script reads were made with
 LAST = "last"  # no choice: the summary at the outer loop's end
+AVERAGE = "average"  # no choice either: the mean of the last validated summaries (distill.average_last)
 
 
 def picks(validations: list[dict], rules: list[str]) -> dict[str, int]:
@@ -54,6 +59,8 @@ def picks(validations: list[dict], rules: list[str]) -> dict[str, int]:
     validation's, made at the outer loop's end)."""
     chosen = {}
     for rule in rules:
+        if rule == AVERAGE:
+            continue
         if rule == LAST:
             chosen[rule] = validations[-1]["step"]
             continue
@@ -75,7 +82,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--rules", default=None,
-                        help=f"comma-separated: {OWN} (the mean), inner learners, {LAST}; default: every one")
+                        help=f"comma-separated: {OWN} (the mean), inner learners, {LAST}, {AVERAGE}; default: every one")
+    parser.add_argument("--average-last", type=float, default=0.33,
+                        help=f"the {AVERAGE} rule's fraction of the outer loop (as distill.average_last)")
     parser.add_argument("--teacher-table", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="the rows as CSV")
     parser.add_argument("--threads", type=int, default=1)
@@ -98,27 +107,46 @@ def main(argv=None) -> int:
                              f"and evaluation.protocol=scratch")
         validations = info["validations"]
         learners = list(validations[0]["by_learner"])
-        rules = args.rules.split(",") if args.rules else [OWN, *learners, LAST]
-        unknown = set(rules) - {OWN, *learners, LAST}
+        rules = args.rules.split(",") if args.rules else [OWN, *learners, LAST, AVERAGE]
+        unknown = set(rules) - {OWN, *learners, LAST, AVERAGE}
         if unknown:
             raise SystemExit(f"--rules: {', '.join(sorted(unknown))} validated no summary of {run_dir}")
         chosen = picks(validations, rules)
-        if chosen[OWN] != info["best_step"]:
-            raise SystemExit(f"{run_dir}: its validations pick step {chosen[OWN]}, its record kept {info['best_step']}")
+        best = picks(validations, [OWN])[OWN]  # (whichever rules were asked for)
+        if best != info["best_step"]:
+            raise SystemExit(f"{run_dir}: its validations pick step {best}, its record kept {info['best_step']}")
+        if AVERAGE in rules:
+            steps = averaged_steps([v["step"] for v in validations], info["outer_steps"], args.average_last)
+            if not steps:
+                raise SystemExit(f"--average-last {args.average_last}: no validation of {run_dir} falls in it")
+            chosen[AVERAGE] = tuple(steps)
+        # what the record's evaluations trained on: the best step's summary, or the run's own average
+        own = tuple(info["average"]["steps"]) if info.get("kept") == AVERAGE else info["best_step"]
         summary_dir = Path(record["summary"]["dir"])
         table = None
         data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
-        scored: dict = {}  # (step, learner, seed) -> (metrics, best epoch): rules that agree train once
+
+        def snapshot(step: int) -> Summary:
+            nonlocal table
+            path = snapshot_path(summary_dir, step)
+            if not path.is_file():
+                raise SystemExit(f"{path} is missing: the run kept no snapshots of its validations "
+                                 f"(distill.snapshots=true)")
+            table = teacher_table(record, args.teacher_table) if table is None else table
+            return Summary.load(path, shared={"V": table[1:]})
+
+        scored: dict = {}  # (step(s), learner, seed) -> (metrics, best epoch): rules that agree train once
         for rule, step in chosen.items():
-            print(f"{run_dir.name}: {rule} keeps step {step}", flush=True)
+            label = f"{step[0]}-{step[-1]}" if isinstance(step, tuple) else step
+            print(f"{run_dir.name}: {rule} keeps step {label}", flush=True)
             S = None
-            if step != info["best_step"]:
-                path = snapshot_path(summary_dir, step)
-                if not path.is_file():
-                    raise SystemExit(f"{path} is missing: the run kept no snapshots of its validations "
-                                     f"(distill.snapshots=true)")
-                table = teacher_table(record, args.teacher_table) if table is None else table
-                S = Summary.load(path, shared={"V": table[1:]}).distributions().detach()
+            if step != own and isinstance(step, tuple):  # the mean of the snapshots' learned tensors
+                summaries = [snapshot(s) for s in step]
+                mean = summaries[-1]
+                mean.load_state_dict({**mean.state_dict(), **average_states([dict(m.named_parameters()) for m in summaries])})
+                S = mean.distributions().detach()
+            elif step != own:
+                S = snapshot(step).distributions().detach()
             for evaluation in record["evaluations"]:
                 name, seed = evaluation["model"], evaluation["seed"]
                 if S is None:
@@ -130,14 +158,14 @@ def main(argv=None) -> int:
                     metrics, epoch = {"test": result.test.metrics, "valid": result.valid.metrics}, result.best_epoch
                     scored[step, name, seed] = metrics, epoch
                 ndcg, valid = (metrics[split]["recbole100"]["NDCG@10"] for split in ("test", "valid"))
-                rows.append({"run": run_dir.name, "rule": rule, "step": step, "model": name, "seed": seed,
+                rows.append({"run": run_dir.name, "rule": rule, "step": label, "model": name, "seed": seed,
                              "NDCG@10": round(100 * ndcg, 4), "valid_NDCG@10": round(100 * valid, 4),
                              "best_epoch": epoch})
                 print(f"  {name} seed {seed}: test NDCG@10 {100 * ndcg:.2f}, valid {100 * valid:.2f} "
                       f"(best epoch {epoch})", flush=True)
 
-    if args.out:
-        with open(args.out, "w", newline="") as f:
+    if args.out:  # whole or not at all: the rows of hours of training
+        with atomic_path(args.out) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
@@ -163,8 +191,8 @@ def summarise(rows: list[dict]) -> None:
             valid = mean_by_run(rule, model, "valid_NDCG@10")
             line = (f"{model}, kept by {rule}: mean {sum(figures.values()) / len(figures):.2f} over {len(figures)} "
                     f"runs (valid {sum(valid.values()) / len(valid):.2f})")
-            if rule != OWN:
-                d = [figures[run] - own[run] for run in figures]
+            d = [figures[run] - own[run] for run in figures if run in own]
+            if rule != OWN and d:
                 line += f"; {rule} - {OWN} {sum(d) / len(d):+.2f}"
                 if len(d) > 1 and any(d):
                     from scipy.stats import ttest_1samp

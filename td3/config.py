@@ -225,6 +225,7 @@ class Distill:
     learners: tuple[str, ...] = ()   # the inner learners drawn from, one per outer step; (): the model alone
     validate_learners: str = "model"  # model | all: the run's model validates S, or every inner learner (their mean)
     snapshots: bool = False          # keep S at every validation (summary_dir/snapshots/): selection rules compared afterwards
+    average_last: float = 0.0        # > 0: keep the mean of the summaries validated in this last fraction of the outer loop
 
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> "Distill":
@@ -456,6 +457,9 @@ class RunConfig(_Run):
             p.append(f"distill.validate_protocol={d.validate_protocol!r}: expected scratch or paper")
         if d.validate_learners not in ("model", "all"):
             p.append(f"distill.validate_learners={d.validate_learners!r}: expected model or all")
+        if not 0.0 <= d.average_last < 1.0:
+            p.append(f"distill.average_last={d.average_last}: must be in [0, 1) (the last fraction of the outer "
+                     f"loop whose validated summaries are averaged; 0: keep the best validated one)")
         if d.outer.min_steps < 0:
             p.append(f"distill.outer.min_steps={d.outer.min_steps}: must be >= 0 (0: the epochs alone decide)")
         for key in ("validate_every", "checkpoint_every"):

@@ -274,6 +274,20 @@ class BilevelEngine:
             self.lr_sched.load_state_dict(saved["inner_lr"]["scheduler"])
 
 
+def averaged_steps(steps: list[int], total_steps: int, fraction: float) -> list[int]:
+    """The validated steps whose summaries ``distill.average_last`` averages: those of the last
+    ``fraction`` of the outer loop (after step ``(1 - fraction) * total_steps``); none at 0."""
+    if fraction <= 0:
+        return []
+    return [step for step in steps if step > (1.0 - fraction) * total_steps]
+
+
+def average_states(states: list[dict]) -> dict:
+    """The element-wise mean of summaries' learned tensors (docs/method.md, "Averaging the
+    last summaries"): Tucker factors U, T, G, or Farzi's latent and decoder."""
+    return {k: torch.stack([s[k] for s in states]).mean(0) for k in states[0]}
+
+
 def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torch.device, report=None,
                   teachers: dict | None = None):
     """Algorithm 1 with validation and checkpoints (``summary_dir/state.pt``).
@@ -285,7 +299,8 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
     d, seed = run.distill, run.seed
     engine = BilevelEngine(run, data, teacher, device, teachers=teachers)
     summary = engine.summary
-    state = {"step": 0, "best_score": -math.inf, "best_step": None, "history": [], "validations": []}
+    state = {"step": 0, "best_score": -math.inf, "best_step": None, "history": [], "validations": [],
+             "averaged": []}   # distill.average_last: the learned tensors of the summaries averaged, by step
     best_state = {k: v.detach().clone() for k, v in summary.state_dict().items()}
     summary_dir.mkdir(parents=True, exist_ok=True)
     ckpt = summary_dir / "state.pt"
@@ -296,6 +311,7 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
         except Exception as exc:
             raise TrainingError(f"checkpoint {ckpt} cannot be read ({type(exc).__name__}); delete it to start over") from exc
         state, best_state = saved["state"], saved["best_summary"]
+        state.setdefault("averaged", [])  # a checkpoint from before averaging existed
         engine.resume(state["history"], state["step"])  # each learner's per-epoch init
         log.info("resuming %s after outer step %d", summary_dir.name, state["step"])
 
@@ -345,6 +361,8 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
                 if score > state["best_score"]:
                     state.update(best_score=score, best_step=state["step"])
                     best_state = {k: v.detach().clone() for k, v in summary.state_dict().items()}
+                if averaged_steps([state["step"]], engine.total_steps, d.average_last):
+                    state["averaged"].append((state["step"], {k: v.detach().clone() for k, v in summary.named_parameters()}))
             # wall time of the distillation over every attempt (a resumed run counts its earlier ones)
             state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - t0
             if (state["step"] % d.checkpoint_every == 0 or stop.requested()) and not last:
@@ -356,7 +374,17 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
     finally:
         bar.close()
 
-    summary.load_state_dict(best_state)
+    averaged = None
+    if state["averaged"]:  # distill.average_last: the mean of the last validated summaries is kept
+        kept = {k: v.detach().clone() for k, v in summary.state_dict().items()}  # buffers (a shared V) as they are
+        kept.update(average_states([tensors for _, tensors in state["averaged"]]))
+        summary.load_state_dict(kept)
+        score, by_learner = validate()
+        averaged = {"steps": [step for step, _ in state["averaged"]], "valid_MRR@10": score}
+        if len(by_learner) > 1:
+            averaged["by_learner"] = by_learner
+    else:
+        summary.load_state_dict(best_state)
     info = {"outer_steps": engine.total_steps, "outer_epochs": engine.outer_epochs,
             "batches_per_epoch": engine.batches_per_epoch,
             "windows_per_batch": engine.windows_per_batch,
@@ -365,6 +393,8 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
             "validations": state["validations"], "history": state["history"],
             "seconds": round(state.get("seconds", 0.0), 3), "attempts": state.get("attempts", 1),
             "seconds_per_outer_step": round(float(np.median(step_seconds)), 3) if step_seconds else None}
+    if averaged is not None:  # the kept summary is this mean, not the best step's
+        info["kept"], info["average"] = "average", averaged
     if engine.log_lr is not None:  # the learned η after the last outer step
         info["inner_lr"] = round(engine.inner_lr, 7)
     return summary, info

@@ -43,7 +43,8 @@ NON_RESULT_KEYS = ("results_dir", "progress", "threads", "device", "eval.batch_s
 #: A new key goes here with its neutral value; a key whose default changes does not.
 NEUTRAL_VALUES = {"evaluation.eval_every": 1, "distill.sampled_items": 0, "distill.learners": [],
                   "distill.outer.min_steps": 0, "distill.inner.learn_lr": False, "distill.inner.lr_lr": 0.01,
-                  "distill.inner.bidirectional_loss": "cloze", "distill.validate_learners": "model"}
+                  "distill.inner.bidirectional_loss": "cloze", "distill.validate_learners": "model",
+                  "distill.average_last": 0.0}
 
 def _learns_inner_lr(cfg: dict) -> bool:
     return _same_value(_get(cfg, "distill.inner.learn_lr"), True)

@@ -726,6 +726,57 @@ def test_every_inner_learner_can_validate_the_summary(tmp_path, monkeypatch):
     assert every["best_valid_MRR@10"] == max(v["valid_MRR@10"] for v in every["validations"])
 
 
+def test_the_last_validated_summaries_can_be_averaged_and_the_average_resumes(tmp_path, monkeypatch):
+    """distill.average_last: the summary kept is the mean of the learned tensors of those
+    validated in the last fraction of the outer loop (the snapshots' mean, to float
+    rounding), validated once more; the shared V stays the teacher's, bit for bit. A run
+    stopped after some of them and resumed keeps the same mean; an impossible fraction is
+    refused before any work."""
+    from td3.config import ConfigError, RunConfig, dataset_options
+    from td3.data import load_dataset
+    from td3.engine import BilevelEngine, averaged_steps, learn_summary
+    from td3.layout import snapshot_path
+
+    monkeypatch.setenv("TD3_DATA_DIR", str(tmp_path / "data"))
+    cfg = compose_config([*[o for o in SMALL if not o.startswith(("distill.outer.batch_size=", "distill.validate_every="))],
+                          "distill.outer.batch_size=200", "distill.outer.epochs=2", "distill.validate_every=2",
+                          "distill.average_last=0.5", "distill.snapshots=true"], tmp_path / "runs")
+    data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
+    teacher = _RandomTeacher(cfg, data.num_items, pool=2)
+    summary, info = learn_summary(RunConfig.of(cfg), data, teacher, tmp_path / "whole", torch.device("cpu"))
+    steps = [v["step"] for v in info["validations"]]
+    kept = averaged_steps(steps, info["outer_steps"], 0.5)
+    assert len(kept) >= 2 and kept == [s for s in steps if s > info["outer_steps"] / 2] == info["average"]["steps"]
+    assert info["kept"] == "average" and 0 < info["average"]["valid_MRR@10"] < 1
+    snapshots = [torch.load(snapshot_path(tmp_path / "whole", s), weights_only=True)["tensors"] for s in kept]
+    for name, value in summary.named_parameters():
+        mean = torch.stack([t[name] for t in snapshots]).mean(0)
+        assert torch.allclose(value, mean, atol=1e-6) and not torch.equal(value, snapshots[-1][name])
+    assert torch.equal(summary.V, teacher.item_embedding[1:].to(summary.V.dtype))
+
+    original = BilevelEngine.step
+    stop_at = kept[0] + 1  # after the first averaged validation's checkpoint
+
+    def interrupted(self, step):
+        if step == stop_at:
+            raise KeyboardInterrupt("killed")
+        return original(self, step)
+
+    monkeypatch.setattr(BilevelEngine, "step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        learn_summary(RunConfig.of(cfg), data, teacher, tmp_path / "part", torch.device("cpu"))
+    monkeypatch.setattr(BilevelEngine, "step", original)
+    saved = torch.load(tmp_path / "part" / "state.pt", weights_only=False)["state"]
+    assert [s for s, _ in saved["averaged"]] == [kept[0]]
+    resumed, again = learn_summary(RunConfig.of(cfg), data, teacher, tmp_path / "part", torch.device("cpu"))
+    assert again["average"] == info["average"]
+    assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), summary.state_dict().values()))
+
+    for bad in ("1.0", "-0.1"):
+        with pytest.raises(ConfigError, match="distill.average_last"):
+            RunConfig.of(compose_config([*SMALL, f"distill.average_last={bad}"], tmp_path / "runs")).check()
+
+
 def test_several_inner_learners_resume_bitwise(tmp_path, monkeypatch):
     """A multi-learner run stopped after step 5 and resumed from its state and history ends
     exactly as the uninterrupted one (per-epoch inits: each learner keeps its own)."""
@@ -1077,6 +1128,14 @@ def test_selection_rules_benchmark_trains_the_learners_on_each_rules_snapshot(sh
     last = [r for r in rows if r["rule"] == "last"]
     assert {int(r["step"]) for r in last} == {validations[-1]["step"]} == {record["distill"]["outer_steps"]}
     figures["last"] = (validations[-1]["step"], [float(r["NDCG@10"]) for r in last])
+    # average: the mean of the summaries validated in the last 33 %, trained on as one
+    from td3.engine import averaged_steps
+    kept = averaged_steps([v["step"] for v in validations], record["distill"]["outer_steps"], 0.33)
+    average = [r for r in rows if r["rule"] == "average"]
+    assert kept and {r["step"] for r in average} == {f"{kept[0]}-{kept[-1]}"}
+    assert all(0 <= float(r["NDCG@10"]) <= 100 for r in average)
+    if len(kept) == 1:  # the mean of one summary is that summary
+        assert [float(r["NDCG@10"]) for r in average] == figures["last"][1]
     own_step, own = figures["all"]
     assert own_step == record["distill"]["best_step"]
     assert own == [round(100 * e["metrics"]["test"]["recbole100"]["NDCG@10"], 4) for e in record["evaluations"]]

@@ -79,99 +79,99 @@ PINNED = {
     'defaults': dict(
         signature='0f638a7930d4', run_dir='synthetic-td3-20x20-0f638a7930d4',
         summary_signature='12a303716c1a', summary_dir='synthetic-td3-20x20-12a303716c1a',
-        teacher_signature='5496a8fa11fe', config_sha256='e5b901eab9059771'),
+        teacher_signature='5496a8fa11fe', config_sha256='3c132ee800b3d8eb'),
     'ml-100k td3': dict(
         signature='d244c7b87716', run_dir='ml-100k-td3-30x50-d244c7b87716',
         summary_signature='3869cb027797', summary_dir='ml-100k-td3-30x50-3869cb027797',
-        teacher_signature='270c2775b8b2', config_sha256='cf405e0626868696'),
+        teacher_signature='270c2775b8b2', config_sha256='be05cde4f88173c3'),
     'ml-100k td3 paper': dict(
         signature='cbae468f0a29', run_dir='ml-100k-td3-30x50-cbae468f0a29',
         summary_signature='3869cb027797', summary_dir='ml-100k-td3-30x50-3869cb027797',
-        teacher_signature='270c2775b8b2', config_sha256='bf8e1cf33ff72cc4'),
+        teacher_signature='270c2775b8b2', config_sha256='0adfacde6dcf3598'),
     'ml-100k td3 50x50': dict(
         signature='64338bacfc0f', run_dir='ml-100k-td3-50x50-64338bacfc0f',
         summary_signature='1181fa2e66f4', summary_dir='ml-100k-td3-50x50-1181fa2e66f4',
-        teacher_signature='270c2775b8b2', config_sha256='48a262580f202ea6'),
+        teacher_signature='270c2775b8b2', config_sha256='897d30f65c6214b5'),
     'ml-100k td3 25x150': dict(
         signature='90a611817b45', run_dir='ml-100k-td3-25x150-90a611817b45',
         summary_signature='cf9dca85813a', summary_dir='ml-100k-td3-25x150-cf9dca85813a',
-        teacher_signature='29aec52370de', config_sha256='ad421217f62e1447'),
+        teacher_signature='29aec52370de', config_sha256='e5caa463d75cd9d7'),
     'ml-100k td3 ranks 16': dict(
         signature='555a58be09fd', run_dir='ml-100k-td3-50x50-555a58be09fd',
         summary_signature='31d6e0b20dbc', summary_dir='ml-100k-td3-50x50-31d6e0b20dbc',
-        teacher_signature='270c2775b8b2', config_sha256='1020c33e06c7ceb2'),
+        teacher_signature='270c2775b8b2', config_sha256='4d5efa8af666c060'),
     'ml-100k td3 seed 1': dict(
         signature='ce32207b7a9a', run_dir='ml-100k-td3-30x50-ce32207b7a9a',
         summary_signature='6c6f7d09c818', summary_dir='ml-100k-td3-30x50-6c6f7d09c818',
-        teacher_signature='270c2775b8b2', config_sha256='3970611b5aa4b668'),
+        teacher_signature='270c2775b8b2', config_sha256='1d4a0f57f46245ef'),
     'ml-100k td3 trainable': dict(
         signature='55262e656f36', run_dir='ml-100k-td3-30x50-55262e656f36',
         summary_signature='99f6c1c24b9a', summary_dir='ml-100k-td3-30x50-99f6c1c24b9a',
-        teacher_signature='270c2775b8b2', config_sha256='73d5a71bcaf01455'),
+        teacher_signature='270c2775b8b2', config_sha256='4a973343f48f0378'),
     'ml-100k td3 authors_code': dict(
         signature='ad86c1506094', run_dir='ml-100k-td3-30x50-ad86c1506094',
         summary_signature='f8bfeffa2043', summary_dir='ml-100k-td3-30x50-f8bfeffa2043',
-        teacher_signature='270c2775b8b2', config_sha256='3fb0ace94a93f16d'),
+        teacher_signature='270c2775b8b2', config_sha256='ad6e34c254f5cae4'),
     'ml-100k td3 quick': dict(
         signature='e6be4cc7bad5', run_dir='ml-100k-td3-30x50-e6be4cc7bad5',
         summary_signature='a4df8415098b', summary_dir='ml-100k-td3-30x50-a4df8415098b',
-        teacher_signature='b47c5b39339f', config_sha256='ab27a32fa2c47033'),
+        teacher_signature='b47c5b39339f', config_sha256='b5ad1c668dcf7ddd'),
     'ml-100k td3 no_fsa': dict(
         signature='a7530f0d1d82', run_dir='ml-100k-td3-50x50-a7530f0d1d82',
         summary_signature='22ab35f25176', summary_dir='ml-100k-td3-50x50-22ab35f25176',
-        teacher_signature='270c2775b8b2', config_sha256='75db05d3b8b6e5ce'),
+        teacher_signature='270c2775b8b2', config_sha256='fb98b0eb630c1b07'),
     'ml-100k td3 4 learners': dict(
         signature='ffcd1ac6928f', run_dir='ml-100k-td3-50x50-ffcd1ac6928f',
         summary_signature='1181fa2e66f4', summary_dir='ml-100k-td3-50x50-1181fa2e66f4',
-        teacher_signature='270c2775b8b2', config_sha256='c3e559c883d727da'),
+        teacher_signature='270c2775b8b2', config_sha256='a9771326d5638632'),
     'ml-100k td3 several learners': dict(
         signature='5c35ce13a9ce', run_dir='ml-100k-td3-50x50-5c35ce13a9ce',
         summary_signature='972c70af9a60', summary_dir='ml-100k-td3-50x50-972c70af9a60',
-        teacher_signature='270c2775b8b2', config_sha256='f41975af818c5562'),
+        teacher_signature='270c2775b8b2', config_sha256='ab0becca1a1f8fc1'),
     'ml-100k farzi': dict(
         signature='48b1969a330f', run_dir='ml-100k-farzi-30x50-48b1969a330f',
         summary_signature='4a823ba39b9d', summary_dir='ml-100k-farzi-30x50-4a823ba39b9d',
-        teacher_signature='270c2775b8b2', config_sha256='18f6b938abda2431'),
+        teacher_signature='270c2775b8b2', config_sha256='f1b5263b098bad54'),
     'ml-100k random': dict(
         signature='0ad8247b1392', run_dir='ml-100k-random-30x50-0ad8247b1392',
         summary_signature='96a1ab80d033', summary_dir='ml-100k-random-30x50-96a1ab80d033',
-        teacher_signature='270c2775b8b2', config_sha256='1d3b037e9c5efb13'),
+        teacher_signature='270c2775b8b2', config_sha256='e44b0af69bbf7925'),
     'ml-100k longest': dict(
         signature='bec7bc796bd8', run_dir='ml-100k-longest-30x50-bec7bc796bd8',
         summary_signature='8d64f0e64e4f', summary_dir='ml-100k-longest-30x50-8d64f0e64e4f',
-        teacher_signature='270c2775b8b2', config_sha256='561b8ba40edabeeb'),
+        teacher_signature='270c2775b8b2', config_sha256='6fd78b4bad208359'),
     'ml-100k full': dict(
         signature='c324ab98ee4c', run_dir='ml-100k-full-30x50-c324ab98ee4c',
         summary_signature='2a74886f4cf3', summary_dir='ml-100k-full-30x50-2a74886f4cf3',
-        teacher_signature='270c2775b8b2', config_sha256='fd96c7b43f1f6549'),
+        teacher_signature='270c2775b8b2', config_sha256='71ef5d4d61ca30cf'),
     'magazine-2018 td3 10x10': dict(
         signature='97f934055b7a', run_dir='magazine-2018-td3-10x10-97f934055b7a',
         summary_signature='a90ed0d9df8b', summary_dir='magazine-2018-td3-10x10-a90ed0d9df8b',
-        teacher_signature='b2d83b1070ab', config_sha256='cb3a57cd9749f527'),
+        teacher_signature='b2d83b1070ab', config_sha256='0de3b09e387519a1'),
     'magazine-2018 farzi': dict(
         signature='d873b7b0f5dc', run_dir='magazine-2018-farzi-30x20-d873b7b0f5dc',
         summary_signature='723a2fc8926d', summary_dir='magazine-2018-farzi-30x20-723a2fc8926d',
-        teacher_signature='4c45117e1018', config_sha256='c6ded15d35b6b0e7'),
+        teacher_signature='4c45117e1018', config_sha256='6f789b0b7709dd09'),
     'magazine-2018 random': dict(
         signature='23184f93aab5', run_dir='magazine-2018-random-30x20-23184f93aab5',
         summary_signature='d10fe8fb7f16', summary_dir='magazine-2018-random-30x20-d10fe8fb7f16',
-        teacher_signature='4c45117e1018', config_sha256='7eb926d5d1081295'),
+        teacher_signature='4c45117e1018', config_sha256='882e83a182cd5495'),
     'magazine-2018 td3 tuned': dict(
         signature='d63a6a904ed4', run_dir='magazine-2018-td3-30x20-d63a6a904ed4',
         summary_signature='bb77cdf93755', summary_dir='magazine-2018-td3-30x20-bb77cdf93755',
-        teacher_signature='4c45117e1018', config_sha256='9ca5d4073e195204'),
+        teacher_signature='4c45117e1018', config_sha256='d5400f27102b8526'),
     'ml-1m-slice td3': dict(
         signature='1758a55b05da', run_dir='ml-1m-slice-td3-200x50-1758a55b05da',
         summary_signature='09a7abbbbdae', summary_dir='ml-1m-slice-td3-200x50-09a7abbbbdae',
-        teacher_signature='a8d69d40ce1a', config_sha256='2043584b1e26c531'),
+        teacher_signature='a8d69d40ce1a', config_sha256='6237a7f45c956e6b'),
     'ml-1m-slice longest': dict(
         signature='fa71a1a61bfd', run_dir='ml-1m-slice-longest-200x50-fa71a1a61bfd',
         summary_signature='89707c2465a7', summary_dir='ml-1m-slice-longest-200x50-89707c2465a7',
-        teacher_signature='a8d69d40ce1a', config_sha256='303d69e9bcee523a'),
+        teacher_signature='a8d69d40ce1a', config_sha256='9ab26f7dd6487198'),
     'ml-1m-slice full': dict(
         signature='7d15b031cbf0', run_dir='ml-1m-slice-full-200x50-7d15b031cbf0',
         summary_signature='9dda4424a117', summary_dir='ml-1m-slice-full-200x50-9dda4424a117',
-        teacher_signature='a8d69d40ce1a', config_sha256='ba8ef5d8a2791a3b'),
+        teacher_signature='a8d69d40ce1a', config_sha256='00b45df325564aa3'),
 }
 PUBLISHED_CASES = (
     'ml-100k td3', 'ml-100k td3 paper', 'ml-100k td3 50x50', 'ml-100k td3 25x150',
