@@ -114,7 +114,7 @@ def test_gap_to_full_on_the_published_long_runs():
     assert refused.returncode != 0 and "colour=red" in refused.stderr
     # a root without Full-Data runs is compared with another root's
     other = [sys.executable, str(REPO / "analysis" / "gap_to_full.py"), "--results", str(REPO / "results" / "evaluation-epochs"),
-             "--where", "eval_epochs=200", "eval_lr=0.005", "--resamples", "200"]
+             "--where", "eval_epochs=200", "eval_lr=0.005", "init_from=pool", "--resamples", "200"]
     refused = subprocess.run(other, capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "no complete run of ml-100k with method=full" in refused.stderr
     done = subprocess.run([*other, "--full-results", str(root)], capture_output=True, text=True, timeout=300)
@@ -164,7 +164,8 @@ def test_seed_spread_on_the_published_learner_seeds():
     published = {}
     for record in (REPO / "results" / "evaluation-epochs" / "distill").glob("*/record.json"):
         r = json.loads(record.read_text())
-        if r["config"]["evaluation"]["epochs"] == 200 and r["config"]["evaluation"]["lr"] == 0.005:
+        if (r["config"]["evaluation"]["epochs"] == 200 and r["config"]["evaluation"]["lr"] == 0.005
+                and r["config"]["distill"]["init_from"] == "pool"):
             for e in r["evaluations"]:
                 published[e["model"], r["config"]["seed"]] = 100 * e["metrics"]["test"]["recbole100"]["NDCG@10"]
     proc = subprocess.run([sys.executable, str(REPO / "analysis" / "seed_spread.py"), "--results",
