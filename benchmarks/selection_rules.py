@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from summary_labels import trained_on  # noqa: E402
 from td3.config import dataset_options  # noqa: E402
 from td3.data import load_dataset  # noqa: E402
-from td3.engine import average_states, averaged_steps  # noqa: E402
+from td3.engine import averaged_steps, load_average  # noqa: E402
 from td3.files import atomic_path  # noqa: E402
 from td3.layout import snapshot_path  # noqa: E402
 from td3.summary import Summary  # noqa: E402
@@ -142,9 +142,8 @@ def main(argv=None) -> int:
             S = None
             if step != own and isinstance(step, tuple):  # the mean of the snapshots' learned tensors
                 summaries = [snapshot(s) for s in step]
-                mean = summaries[-1]
-                mean.load_state_dict({**mean.state_dict(), **average_states([dict(m.named_parameters()) for m in summaries])})
-                S = mean.distributions().detach()
+                load_average(summaries[-1], [dict(m.named_parameters()) for m in summaries])
+                S = summaries[-1].distributions().detach()
             elif step != own:
                 S = snapshot(step).distributions().detach()
             for evaluation in record["evaluations"]:

@@ -274,18 +274,23 @@ class BilevelEngine:
             self.lr_sched.load_state_dict(saved["inner_lr"]["scheduler"])
 
 
+def in_average(step: int, total_steps: int, fraction: float) -> bool:
+    """Whether ``distill.average_last=fraction`` averages the summary validated after ``step``:
+    one of the last ``fraction`` of the outer loop (after step ``(1 - fraction) * total_steps``)."""
+    return fraction > 0 and step > (1.0 - fraction) * total_steps
+
+
 def averaged_steps(steps: list[int], total_steps: int, fraction: float) -> list[int]:
-    """The validated steps whose summaries ``distill.average_last`` averages: those of the last
-    ``fraction`` of the outer loop (after step ``(1 - fraction) * total_steps``); none at 0."""
-    if fraction <= 0:
-        return []
-    return [step for step in steps if step > (1.0 - fraction) * total_steps]
+    """The validated ``steps`` whose summaries ``distill.average_last=fraction`` averages."""
+    return [step for step in steps if in_average(step, total_steps, fraction)]
 
 
-def average_states(states: list[dict]) -> dict:
-    """The element-wise mean of summaries' learned tensors (docs/method.md, "Averaging the
-    last summaries"): Tucker factors U, T, G, or Farzi's latent and decoder."""
-    return {k: torch.stack([s[k] for s in states]).mean(0) for k in states[0]}
+def load_average(summary: nn.Module, parameters: list[dict]) -> None:
+    """Set ``summary``'s learned tensors to their element-wise mean over ``parameters`` (one
+    ``{name: tensor}`` per summary averaged: Tucker factors U, T, G, or Farzi's latent and
+    decoder; docs/method.md, "Averaging the last summaries"); its buffers (a shared V) stay."""
+    mean = {k: torch.stack([p[k] for p in parameters]).mean(0) for k in parameters[0]}
+    summary.load_state_dict({**summary.state_dict(), **mean})
 
 
 def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torch.device, report=None,
@@ -361,7 +366,7 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
                 if score > state["best_score"]:
                     state.update(best_score=score, best_step=state["step"])
                     best_state = {k: v.detach().clone() for k, v in summary.state_dict().items()}
-                if averaged_steps([state["step"]], engine.total_steps, d.average_last):
+                if in_average(state["step"], engine.total_steps, d.average_last):
                     state["averaged"].append((state["step"], {k: v.detach().clone() for k, v in summary.named_parameters()}))
             # wall time of the distillation over every attempt (a resumed run counts its earlier ones)
             state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - t0
@@ -376,9 +381,7 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
 
     averaged = None
     if state["averaged"]:  # distill.average_last: the mean of the last validated summaries is kept
-        kept = {k: v.detach().clone() for k, v in summary.state_dict().items()}  # buffers (a shared V) as they are
-        kept.update(average_states([tensors for _, tensors in state["averaged"]]))
-        summary.load_state_dict(kept)
+        load_average(summary, [tensors for _, tensors in state["averaged"]])
         score, by_learner = validate()
         averaged = {"steps": [step for step, _ in state["averaged"]], "valid_MRR@10": score}
         if len(by_learner) > 1:

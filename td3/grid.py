@@ -101,23 +101,19 @@ def evaluation_splits(jobs: Sequence[Sequence[str]], summaries: Sequence) -> lis
     summary, but a distillation setting that follows an evaluation one (``distill.validate_lr:
     ${evaluation.lr}`` and the like) makes each value distil its own. Returns, per such group,
     the ``evaluation.*`` keys that vary in it and the number of summaries it would distil."""
-    groups: dict[tuple, dict] = {}
+    groups: dict[tuple, list] = {}
     for overrides, summary in zip(jobs, summaries):
-        if summary is None:
-            continue
-        rest = tuple(sorted(o.lstrip("+~") for o in overrides if not _key(o).startswith("evaluation.")))
-        groups.setdefault(rest, {}).setdefault(summary, []).append(list(overrides))
+        if summary is not None:
+            rest = tuple(sorted(o.lstrip("+~") for o in overrides if not _key(o).startswith("evaluation.")))
+            groups.setdefault(rest, []).append((overrides, summary))
     splits = []
-    for by_summary in groups.values():
-        if len(by_summary) < 2:
+    for members in groups.values():
+        count = len({summary for _, summary in members})
+        if count < 2:
             continue
-        members = [o for group in by_summary.values() for o in group]
-        values: dict[str, set] = {}
-        for overrides in members:
-            for o in overrides:
-                if _key(o).startswith("evaluation."):
-                    values.setdefault(_key(o), set()).add(o.split("=", 1)[1])
-        varying = sorted(k for k, v in values.items()
-                         if len(v) > 1 or sum(any(_key(o) == k for o in m) for m in members) < len(members))
-        splits.append((varying, len(by_summary)))
+        settings = [{_key(o): o.split("=", 1)[1] for o in overrides if _key(o).startswith("evaluation.")}
+                    for overrides, _ in members]   # a key a point does not set reads as None
+        keys = {k for setting in settings for k in setting}
+        varying = sorted(k for k in keys if len({setting.get(k) for setting in settings}) > 1)
+        splits.append((varying, count))
     return splits

@@ -1132,10 +1132,21 @@ def test_selection_rules_benchmark_trains_the_learners_on_each_rules_snapshot(sh
     from td3.engine import averaged_steps
     kept = averaged_steps([v["step"] for v in validations], record["distill"]["outer_steps"], 0.33)
     average = [r for r in rows if r["rule"] == "average"]
-    assert kept and {r["step"] for r in average} == {f"{kept[0]}-{kept[-1]}"}
-    assert all(0 <= float(r["NDCG@10"]) <= 100 for r in average)
-    if len(kept) == 1:  # the mean of one summary is that summary
-        assert [float(r["NDCG@10"]) for r in average] == figures["last"][1]
+    assert len(kept) >= 2 and {r["step"] for r in average} == {f"{kept[0]}-{kept[-1]}"}
+    # ... which is the summary a run averaging inside the distillation keeps (the same outer
+    # path): its record's figures are the rule's, and on that run the rule reads them
+    averaging = run(*[o for o in SMALL if not o.startswith("distill.outer.batch_size=")], "distill.outer.batch_size=200",
+                    f"distill.learners=[{','.join(LEARNERS)}]", "distill.validate_learners=all", "distill.snapshots=true",
+                    "distill.average_last=0.33", "evaluation.models=[sasrec,gru4rec]", env=shared, check=True)
+    averaged_path, averaged = record_of(averaging)
+    assert averaged["distill"]["kept"] == "average" and averaged["distill"]["average"]["steps"] == kept
+    assert [float(r["NDCG@10"]) for r in average] == [
+        round(100 * e["metrics"]["test"]["recbole100"]["NDCG@10"], 4) for e in averaged["evaluations"]]
+    assert [float(r["NDCG@10"]) for r in average] != figures["last"][1]
+    reread = bench(averaged_path.parent, "--rules", "average,last", "--out", tmp_path / "averaged.csv")
+    assert reread.returncode == 0, reread.stderr[-3000:]
+    assert [r["NDCG@10"] for r in csv.DictReader(open(tmp_path / "averaged.csv")) if r["rule"] == "average"] == \
+        [r["NDCG@10"] for r in average]
     own_step, own = figures["all"]
     assert own_step == record["distill"]["best_step"]
     assert own == [round(100 * e["metrics"]["test"]["recbole100"]["NDCG@10"], 4) for e in record["evaluations"]]
