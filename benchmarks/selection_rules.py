@@ -1,7 +1,7 @@
 """Which validated step a distillation keeps: its learners trained on the step each rule picks.
 
     python benchmarks/selection_rules.py RUN_DIR [RUN_DIR ...] [--rules all,sasrec,...]
-        [--teacher-table BEST_PT] [--out FILE.csv] [--threads 1]
+        [--epochs N] [--teacher-table BEST_PT] [--out FILE.csv] [--threads 1]
     python benchmarks/selection_rules.py FILE.csv [FILE.csv ...]   # the summary of saved rows
 
 A distillation validates its summary every ``distill.validate_every`` outer steps and keeps the
@@ -19,7 +19,8 @@ the validated steps is worth: each choice also fits the validation users' noise)
 the outer loop (``distill.average_last``, which computes the same mean inside the run).
 Every learner of the run's ``evaluation.models`` is trained on the summary each rule picks,
 with the run's own evaluation settings and seeds (a step the run kept gives the record's own
-figures, not trained again). It prints test NDCG@10 (recbole100, %; and the validation's) per run, rule and
+figures, not trained again), or for ``--epochs`` epochs instead of the run's ``evaluation.epochs``
+(every rule then trains, the run's own included: what a longer training on each summary gives). It prints test NDCG@10 (recbole100, %; and the validation's) per run, rule and
 learner, then per rule and learner the mean over the runs and its paired difference from the
 run's own rule (paired t-test over the runs when there are several); ``--out`` writes the
 rows as CSV. Given CSV files instead of run directories (runs scored by separate processes,
@@ -85,17 +86,22 @@ def main(argv=None) -> int:
                         help=f"comma-separated: {OWN} (the mean), inner learners, {LAST}, {AVERAGE}; default: every one")
     parser.add_argument("--average-last", type=float, default=0.33,
                         help=f"the {AVERAGE} rule's fraction of the outer loop (as distill.average_last)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="train each learner this many epochs (default: the run's evaluation.epochs)")
     parser.add_argument("--teacher-table", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="the rows as CSV")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs {args.epochs}: a learner trains at least one epoch")
     torch.set_num_threads(args.threads)
 
     rows = []
     if all(path.suffix == ".csv" for path in args.runs):
         for path in args.runs:
             with open(path, newline="") as f:
-                rows += [{**r, "NDCG@10": float(r["NDCG@10"]), "valid_NDCG@10": float(r["valid_NDCG@10"])}
+                rows += [{**r, "NDCG@10": float(r["NDCG@10"]), "valid_NDCG@10": float(r["valid_NDCG@10"]),
+                      "epochs": r.get("epochs") or "the run's"}  # (rows saved before the column: the run's)
                          for r in csv.DictReader(f)]
         summarise(rows)
         return 0
@@ -105,6 +111,9 @@ def main(argv=None) -> int:
         if cfg["distill"].get("validate_learners") != OWN or cfg["evaluation"]["protocol"] != "scratch":
             raise SystemExit(f"{run_dir}: this script reads runs made with distill.validate_learners={OWN} "
                              f"and evaluation.protocol=scratch")
+        epochs = cfg["evaluation"]["epochs"] if args.epochs is None else args.epochs
+        retrain = epochs != cfg["evaluation"]["epochs"]  # the record's figures are another budget's
+        cfg = {**cfg, "evaluation": {**cfg["evaluation"], "epochs": epochs}}
         validations = info["validations"]
         learners = list(validations[0]["by_learner"])
         rules = args.rules.split(",") if args.rules else [OWN, *learners, LAST, AVERAGE]
@@ -122,6 +131,7 @@ def main(argv=None) -> int:
             chosen[AVERAGE] = tuple(steps)
         # what the record's evaluations trained on: the best step's summary, or the run's own average
         own = tuple(info["average"]["steps"]) if info.get("kept") == AVERAGE else info["best_step"]
+        own = None if retrain else own  # (no step's figures are in the record)
         summary_dir = Path(record["summary"]["dir"])
         table = None
         data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
@@ -159,7 +169,7 @@ def main(argv=None) -> int:
                 ndcg, valid = (metrics[split]["recbole100"]["NDCG@10"] for split in ("test", "valid"))
                 rows.append({"run": run_dir.name, "rule": rule, "step": label, "model": name, "seed": seed,
                              "NDCG@10": round(100 * ndcg, 4), "valid_NDCG@10": round(100 * valid, 4),
-                             "best_epoch": epoch})
+                             "best_epoch": epoch, "epochs": epochs})
                 print(f"  {name} seed {seed}: test NDCG@10 {100 * ndcg:.2f}, valid {100 * valid:.2f} "
                       f"(best epoch {epoch})", flush=True)
 
@@ -173,7 +183,13 @@ def main(argv=None) -> int:
 
 
 def summarise(rows: list[dict]) -> None:
-    """Per rule and learner: the mean over the runs (and seeds), and the paired difference from OWN."""
+    """Per rule and learner: the mean over the runs (and seeds), and the paired difference from OWN
+    (at the same training budget when the rows hold several)."""
+    budgets = len({str(r["epochs"]) for r in rows}) > 1
+    rows = [{**r, "rule": f"{r['rule']} ({r['epochs']} epochs)" if budgets else r["rule"],
+             "own": f"{OWN} ({r['epochs']} epochs)" if budgets else OWN} for r in rows]
+    own_of = {r["rule"]: r["own"] for r in rows}
+
     def mean_by_run(rule: str, model: str, column: str = "NDCG@10") -> dict[str, float]:
         by_run: dict[str, list[float]] = {}
         for r in rows:
@@ -184,15 +200,15 @@ def summarise(rows: list[dict]) -> None:
     rules = list(dict.fromkeys(r["rule"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
     for model in models:
-        own = mean_by_run(OWN, model)
         for rule in rules:
+            own = mean_by_run(own_of[rule], model)
             figures = mean_by_run(rule, model)
             valid = mean_by_run(rule, model, "valid_NDCG@10")
             line = (f"{model}, kept by {rule}: mean {sum(figures.values()) / len(figures):.2f} over {len(figures)} "
                     f"runs (valid {sum(valid.values()) / len(valid):.2f})")
             d = [figures[run] - own[run] for run in figures if run in own]
-            if rule != OWN and d:
-                line += f"; {rule} - {OWN} {sum(d) / len(d):+.2f}"
+            if rule != own_of[rule] and d:
+                line += f"; {rule} - {own_of[rule]} {sum(d) / len(d):+.2f}"
                 if len(d) > 1 and any(d):
                     from scipy.stats import ttest_1samp
                     line += f" (paired t-test p = {ttest_1samp(d, 0.0).pvalue:.3g})"

@@ -1162,6 +1162,24 @@ def test_selection_rules_benchmark_trains_the_learners_on_each_rules_snapshot(sh
     summary = [line for line in done.stdout.splitlines() if ", kept by " in line]
     assert summary and [line for line in again.stdout.splitlines() if ", kept by " in line] == summary
 
+    # --epochs: every rule trains again at that budget, the run's own step too (not the record's figures)
+    assert {r["epochs"] for r in rows} == {"5"}  # (SMALL's evaluation.epochs)
+    short = bench(path.parent, "--rules", "all,last", "--epochs", 1, "--out", tmp_path / "short.csv")
+    assert short.returncode == 0, short.stderr[-3000:]
+    one = list(csv.DictReader(open(tmp_path / "short.csv")))
+    assert [(r["rule"], r["model"], r["epochs"], r["best_epoch"]) for r in one] == [
+        (rule, model, "1", "1") for rule in ("all", "last") for model in ("sasrec", "gru4rec")]
+    longer = [e for e in record["evaluations"] if e["best_epoch"] > 1]
+    assert longer  # (so the one-epoch figures must differ from the record's)
+    assert all(float(r["NDCG@10"]) != round(100 * e["metrics"]["test"]["recbole100"]["NDCG@10"], 4)
+               for r, e in zip(one, record["evaluations"]) if e in longer)
+    both = bench(tmp_path / "rows.csv", tmp_path / "short.csv")  # two budgets: each rule against its own
+    assert both.returncode == 0, both.stderr[-3000:]
+    assert "sasrec, kept by last (1 epochs)" in both.stdout and "last (1 epochs) - all (1 epochs)" in both.stdout
+    assert "last (5 epochs) - all (5 epochs)" in both.stdout and "all (1 epochs) - " not in both.stdout
+    zero = bench(path.parent, "--epochs", 0)
+    assert zero.returncode != 0 and "--epochs 0" in zero.stderr
+
     refused = bench(path.parent, "--rules", "sasrec,fm")
     assert refused.returncode != 0 and "fm validated no summary" in refused.stderr
     missing = Path(record["summary"]["dir"]) / "snapshots" / f"step-{figures[next(iter(others))][0]:05d}.pt"
