@@ -68,7 +68,7 @@ class FunctionalOptimizer:
         once here: not a device sync per graph-free step)."""
         self.cfg = cfg
         self.lr = cfg.lr if lr is None else lr
-        self.lr_value = float(self.lr)
+        self.lr_value = float(self.lr.detach()) if torch.is_tensor(self.lr) else float(self.lr)
         self.t = 0
         self.m = {k: torch.zeros_like(p) for k, p in params.items()}
         self.v = {k: torch.zeros_like(p) for k, p in params.items()} if cfg.optimizer == "adam" else None
