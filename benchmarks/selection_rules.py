@@ -19,9 +19,10 @@ the validated steps is worth: each choice also fits the validation users' noise)
 the outer loop (``distill.average_last``, which computes the same mean inside the run).
 Every learner of the run's ``evaluation.models`` is trained on the summary each rule picks,
 with the run's own evaluation settings and seeds (a step the run kept gives the record's own
-figures, not trained again), or for ``--epochs`` epochs instead of the run's ``evaluation.epochs``
-(every rule then trains, the run's own included: what a longer training on each summary gives). It prints test NDCG@10 (recbole100, %; and the validation's) per run, rule and
-learner, then per rule and learner the mean over the runs and its paired difference from the
+figures, not trained again), or for ``--epochs`` epochs instead of the run's
+``evaluation.epochs`` (every rule then trains, the run's own included: what a longer training
+on each summary gives). It prints test NDCG@10 (recbole100, %; and the validation's) per run,
+rule and learner, then per rule and learner the mean over the runs and its paired difference from the
 run's own rule (paired t-test over the runs when there are several); ``--out`` writes the
 rows as CSV. Given CSV files instead of run directories (runs scored by separate processes,
 one per core), it prints the summary of their rows together.
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
         for path in args.runs:
             with open(path, newline="") as f:
                 rows += [{**r, "NDCG@10": float(r["NDCG@10"]), "valid_NDCG@10": float(r["valid_NDCG@10"]),
-                      "epochs": r.get("epochs") or "the run's"}  # (rows saved before the column: the run's)
+                          "epochs": r.get("epochs") or "the run's"}  # (rows saved before the column)
                          for r in csv.DictReader(f)]
         summarise(rows)
         return 0
