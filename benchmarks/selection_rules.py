@@ -187,9 +187,12 @@ def summarise(rows: list[dict]) -> None:
     """Per rule and learner: the mean over the runs (and seeds), and the paired difference from OWN
     (at the same training budget when the rows hold several)."""
     budgets = len({str(r["epochs"]) for r in rows}) > 1
-    rows = [{**r, "rule": f"{r['rule']} ({r['epochs']} epochs)" if budgets else r["rule"],
-             "own": f"{OWN} ({r['epochs']} epochs)" if budgets else OWN} for r in rows]
-    own_of = {r["rule"]: r["own"] for r in rows}
+
+    def label(rule: str, epochs) -> str:  # with several budgets, a rule at each is a row of its own
+        return f"{rule} ({epochs} epochs)" if budgets else rule
+
+    own_of = {label(r["rule"], r["epochs"]): label(OWN, r["epochs"]) for r in rows}
+    rows = [{**r, "rule": label(r["rule"], r["epochs"])} for r in rows]
 
     def mean_by_run(rule: str, model: str, column: str = "NDCG@10") -> dict[str, float]:
         by_run: dict[str, list[float]] = {}
