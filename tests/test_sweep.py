@@ -75,6 +75,28 @@ def test_every_sweep_file_expands():
     assert sizes["table6"] == 3 * 2 * 2 * 2
     assert sizes["ranks"] == 3 * 3 * 2
     assert sizes["learned_lr"] == 3 * 2 * 2  # seeds × (td3, farzi) × (fixed, learned η)
+    assert sizes["magazine_farzi_learners"] == 3 * 3  # seeds × (td3, farzi, full)
+
+
+def test_a_sweep_evaluating_more_learners_reuses_the_summaries_it_names():
+    """magazine_farzi_learners says it trains four learners on learned_lr's fixed-η summaries:
+    its distillations compose to the same summary directories, so nothing is distilled again."""
+    from omegaconf import OmegaConf
+    from td3.config import compose_config
+    from td3.layout import summary_dir_for
+
+    def summaries(name, where):
+        sweeper = OmegaConf.load(REPO / "sweeps" / f"{name}.yaml").hydra.sweeper
+        out = set()
+        for job in expand(sweeper.get("params"), sweeper.get("grid"), where):
+            cfg = compose_config(job)
+            cfg["results_dir"] = "/results"
+            out.add(summary_dir_for(cfg)[0].name)
+        return out
+
+    fixed = summaries("learned_lr", ["distill.inner.learn_lr=false"])
+    assert len(fixed) == 3 * 2   # seeds × (td3, farzi)
+    assert summaries("magazine_farzi_learners", ["method=td3,farzi"]) == fixed
 
 
 def test_jobs_sharing_a_summary_start_after_every_distinct_one():
