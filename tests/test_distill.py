@@ -1177,6 +1177,18 @@ def test_selection_rules_benchmark_trains_the_learners_on_each_rules_snapshot(sh
     assert both.returncode == 0, both.stderr[-3000:]
     assert "sasrec, kept by last (1 epochs)" in both.stdout and "last (1 epochs) - all (1 epochs)" in both.stdout
     assert "last (5 epochs) - all (5 epochs)" in both.stdout and "all (1 epochs) - " not in both.stdout
+    # rows saved before the epochs column: read as the run's own budget, beside another budget's
+    with open(tmp_path / "rows.csv", newline="") as f:
+        saved = list(csv.DictReader(f))
+    with open(tmp_path / "old.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, [k for k in saved[0] if k != "epochs"])
+        writer.writeheader()
+        writer.writerows({k: v for k, v in r.items() if k != "epochs"} for r in saved)
+    old = bench(tmp_path / "old.csv")
+    assert old.returncode == 0 and [line for line in old.stdout.splitlines() if ", kept by " in line] == summary
+    mixed = bench(tmp_path / "old.csv", tmp_path / "short.csv")
+    assert mixed.returncode == 0, mixed.stderr[-3000:]
+    assert "last (the run's epochs) - all (the run's epochs)" in mixed.stdout, mixed.stdout
     zero = bench(path.parent, "--epochs", 0)
     assert zero.returncode != 0 and "--epochs 0" in zero.stderr
 
