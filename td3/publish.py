@@ -13,7 +13,7 @@ results root, so that ``analysis/make_tables.py --results DST`` and
   ``pool/``, ``last.pt`` or ``state.pt``. The per-user metrics and the hard sequences are
   stored xz-compressed (``per_user.parquet.xz``,
   ``summary.inter.xz``: ``records.PACKED_FILES``), holding the very bytes their seal names;
-  ``records.read_per_user`` and the audit read them as they are. A file over 256 KiB as
+  ``records.read_per_user`` and the audit read them as they are. A file over 160 KiB as
   stored (packed, for those; ``records.PUBLISH_LIMIT``) is withheld: ``<name>.withheld`` holds its sha256 and size
   (the audit warns of it);
 - ``summaries/<summary>/distill.json`` (the optimisation's history) of the summaries those
