@@ -278,8 +278,8 @@ PACKED_SUFFIX = ".xz"
 
 #: A published results root keeps no file over 160 KiB as stored (a packed file's packed
 #: size): a larger sealed file (Farzi's latent summaries at 25x20 and above, 0.18-1.7 MB,
-#: where TD3's factors take tens to 150 KB) is withheld, so that every root fits the
-#: repository's 50 MB, and
+#: and summaries that store the teacher's item table; TD3's factors alone take tens to
+#: 150 KB) is withheld, so that every root fits the repository's 50 MB, and
 #: ``<name>.withheld`` (JSON: its sha256, size and where the full results root keeps it)
 #: stands in; the audit names it. ``td3.publish --repack`` applies the limit to a root
 #: published under a larger one.

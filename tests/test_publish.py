@@ -160,6 +160,7 @@ def test_the_size_limit_is_on_the_file_as_stored(sweep, tmp_path, monkeypatch):
     from td3 import records
 
     src, env, dst, run = published_td3_run(sweep, tmp_path)
+    default_limit = records.PUBLISH_LIMIT
     raw = (src / "distill" / run.name / "per_user.parquet").stat().st_size
     packed = (run / "per_user.parquet.xz").stat().st_size
     assert packed < raw
@@ -174,7 +175,7 @@ def test_the_size_limit_is_on_the_file_as_stored(sweep, tmp_path, monkeypatch):
     assert stand_in["bytes"] == raw and not (run / "per_user.parquet.xz").exists()
     assert stand_in["sha256"] == records.read_record(run)["files"]["per_user.parquet"]
     # the limit raised again: packed once more, the stand-in removed
-    monkeypatch.setattr(records, "PUBLISH_LIMIT", 160 << 10)
+    monkeypatch.setattr(records, "PUBLISH_LIMIT", default_limit)
     publish_module.publish(src, dst)
     assert not (run / "per_user.parquet.withheld").exists()
     assert lzma.decompress((run / "per_user.parquet.xz").read_bytes()) == (src / "distill" / run.name / "per_user.parquet").read_bytes()
