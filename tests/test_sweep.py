@@ -76,6 +76,7 @@ def test_every_sweep_file_expands():
     assert sizes["ranks"] == 3 * 3 * 2
     assert sizes["learned_lr"] == 3 * 2 * 2  # seeds × (td3, farzi) × (fixed, learned η)
     assert sizes["magazine_farzi_learners"] == 3 * 3  # seeds × (td3, farzi, full)
+    assert sizes["magazine_learners_trainable"] == 3 * 3
 
 
 def test_a_sweep_evaluating_more_learners_reuses_the_summaries_it_names():
@@ -97,6 +98,34 @@ def test_a_sweep_evaluating_more_learners_reuses_the_summaries_it_names():
     fixed = summaries("learned_lr", ["distill.inner.learn_lr=false"])
     assert len(fixed) == 3 * 2   # seeds × (td3, farzi)
     assert summaries("magazine_farzi_learners", ["method=td3,farzi"]) == fixed
+
+
+def test_the_four_learner_magazine_sweep_differs_from_the_sasrec_only_one_in_its_learners_alone():
+    """magazine_learners_trainable is set beside magazine_farzi_learners: the same full-data runs
+    (and so teachers), and distillations whose configs differ in distill.learners only."""
+    from omegaconf import OmegaConf
+    from td3.config import compose_config
+
+    def configs(name, where):
+        sweeper = OmegaConf.load(REPO / "sweeps" / f"{name}.yaml").hydra.sweeper
+        out = {}
+        for job in expand(sweeper.get("params"), sweeper.get("grid"), where):
+            cfg = compose_config(job)
+            out[(cfg["method"], cfg["seed"])] = cfg
+        return out
+
+    four = configs("magazine_learners_trainable", [])
+    one = configs("magazine_farzi_learners", [])
+    assert four.keys() == one.keys() and len(four) == 9
+    for key in four:
+        a, b = dict(four[key]), dict(one[key])
+        if key[0] == "full":
+            assert a == b
+            continue
+        assert a["distill"]["learners"] == ["sasrec", "gru4rec", "narm", "bert4rec"] and not b["distill"]["learners"]
+        a["distill"] = {k: v for k, v in a["distill"].items() if k != "learners"}
+        b["distill"] = {k: v for k, v in b["distill"].items() if k != "learners"}
+        assert a == b
 
 
 def test_jobs_sharing_a_summary_start_after_every_distinct_one():
