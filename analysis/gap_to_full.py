@@ -7,7 +7,8 @@
 Selects the complete summary runs of a results root whose ``analysis/load.py`` columns match
 every ``--where KEY=VALUE`` (one run per seed, one dataset), and the Full-Data runs of that
 dataset in the same root, or in ``--full-results``; ``--against`` selects other reference runs
-there instead (e.g. ``--against method=td3 outer_epochs=30``: one summary against another). For each learner both sides evaluated, the gap is mean over seeds of the
+there instead (e.g. ``--against method=td3 outer_epochs=30``: one summary against another;
+``KEY=`` selects the runs without a setting, e.g. ``learners=`` the single-learner summaries). For each learner both sides evaluated, the gap is mean over seeds of the
 summary's test figure minus the full data's (in points, as the tables give it), with two
 intervals (95%) that answer two questions:
 - over seeds: the paired t interval of the per-seed differences (would other seeds of the
@@ -69,9 +70,14 @@ def main(argv=None) -> int:
 
     runs, _ = load(args.results, splits=(args.split,))
     runs = runs[runs.status == "complete"]
-    chosen = runs[matching(runs, args.where) & ~matching(runs, args.against)]
+    selected = matching(runs, args.where)
+    chosen = runs[selected & ~matching(runs, args.against)]
     if chosen.empty:
-        raise SystemExit(f"no complete summary run of {args.results} matches {' '.join(args.where)}")
+        # the reference runs are never compared with themselves: a --where that --against also
+        # matches selects nothing (a missing setting is KEY= , e.g. learners= for one learner)
+        within = " (every run it matches is also matched by --against " + " ".join(args.against) + \
+            ": narrow --against, e.g. KEY= for runs without the setting)" if selected.any() else ""
+        raise SystemExit(f"no complete summary run of {args.results} matches {' '.join(args.where)}{within}")
     if chosen.dataset.nunique() != 1 or chosen.seed.duplicated().any():
         raise SystemExit(f"the selection must hold one run per seed of one dataset; it holds "
                          f"{len(chosen)} runs: {', '.join(Path(d).name for d in chosen.run_dir)}")

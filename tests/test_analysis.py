@@ -110,6 +110,9 @@ def test_gap_to_full_on_the_published_long_runs():
         assert (share > 50) == (gap > -2) or abs(gap + 2) < 0.2
     refused = subprocess.run([*script, "--where", "method=td3"], capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "one run per seed" in refused.stderr
+    refused = subprocess.run([*script, "--where", "method=td3", "outer_epochs=60", "--against", "method=td3"],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "also matched by --against method=td3" in refused.stderr
     refused = subprocess.run([*script, "--where", "colour=red"], capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "colour=red" in refused.stderr
     # a root without Full-Data runs is compared with another root's
