@@ -75,9 +75,11 @@ def main(argv=None) -> int:
     if chosen.empty:
         # the reference runs are never compared with themselves: a --where that --against also
         # matches selects nothing (a missing setting is KEY= , e.g. learners= for one learner)
-        within = " (every run it matches is also matched by --against " + " ".join(args.against) + \
-            ": narrow --against, e.g. KEY= for runs without the setting)" if selected.any() else ""
-        raise SystemExit(f"no complete summary run of {args.results} matches {' '.join(args.where)}{within}")
+        problem = f"no complete summary run of {args.results} matches {' '.join(args.where)}"
+        if selected.any():
+            problem += (f" (every run it matches is also matched by --against {' '.join(args.against)}: "
+                        "narrow --against, e.g. KEY= for runs without the setting)")
+        raise SystemExit(problem)
     if chosen.dataset.nunique() != 1 or chosen.seed.duplicated().any():
         raise SystemExit(f"the selection must hold one run per seed of one dataset; it holds "
                          f"{len(chosen)} runs: {', '.join(Path(d).name for d in chosen.run_dir)}")

@@ -106,16 +106,13 @@ def test_the_four_learner_magazine_sweep_differs_from_the_sasrec_only_one_in_its
     from omegaconf import OmegaConf
     from td3.config import compose_config
 
-    def configs(name, where):
+    def configs(name):
         sweeper = OmegaConf.load(REPO / "sweeps" / f"{name}.yaml").hydra.sweeper
-        out = {}
-        for job in expand(sweeper.get("params"), sweeper.get("grid"), where):
-            cfg = compose_config(job)
-            out[(cfg["method"], cfg["seed"])] = cfg
-        return out
+        return {(c["method"], c["seed"]): c for c in
+                map(compose_config, expand(sweeper.get("params"), sweeper.get("grid"), []))}
 
-    four = configs("magazine_learners_trainable", [])
-    one = configs("magazine_farzi_learners", [])
+    four = configs("magazine_learners_trainable")
+    one = configs("magazine_farzi_learners")
     assert four.keys() == one.keys() and len(four) == 9
     for key in four:
         a, b = dict(four[key]), dict(one[key])
