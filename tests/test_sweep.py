@@ -77,6 +77,7 @@ def test_every_sweep_file_expands():
     assert sizes["learned_lr"] == 3 * 2 * 2  # seeds × (td3, farzi) × (fixed, learned η)
     assert sizes["magazine_farzi_learners"] == 3 * 3  # seeds × (td3, farzi, full)
     assert sizes["magazine_learners_trainable"] == 3 * 3
+    assert sizes["magazine_validate_learners"] == 3 * 3
 
 
 def test_a_sweep_evaluating_more_learners_reuses_the_summaries_it_names():
@@ -100,28 +101,33 @@ def test_a_sweep_evaluating_more_learners_reuses_the_summaries_it_names():
     assert summaries("magazine_farzi_learners", ["method=td3,farzi"]) == fixed
 
 
-def test_the_four_learner_magazine_sweep_differs_from_the_sasrec_only_one_in_its_learners_alone():
-    """magazine_learners_trainable is set beside magazine_farzi_learners: the same full-data runs
-    (and so teachers), and distillations whose configs differ in distill.learners only."""
+@pytest.mark.parametrize("name, base, settings", [
+    ("magazine_learners_trainable", "magazine_farzi_learners", {"learners": ([], ["sasrec", "gru4rec", "narm", "bert4rec"])}),
+    ("magazine_validate_learners", "magazine_learners_trainable",
+     {"validate_learners": ("model", "all"), "snapshots": (False, True)}),
+])
+def test_a_magazine_sweep_differs_from_the_one_it_is_set_beside_in_its_settings_alone(name, base, settings):
+    """magazine_learners_trainable is set beside magazine_farzi_learners, and
+    magazine_validate_learners beside magazine_learners_trainable: the same full-data runs (and
+    so teachers), and distillations whose configs differ in the named distill settings only."""
     from omegaconf import OmegaConf
     from td3.config import compose_config
 
-    def configs(name):
-        sweeper = OmegaConf.load(REPO / "sweeps" / f"{name}.yaml").hydra.sweeper
+    def configs(sweep):
+        sweeper = OmegaConf.load(REPO / "sweeps" / f"{sweep}.yaml").hydra.sweeper
         return {(c["method"], c["seed"]): c for c in
                 map(compose_config, expand(sweeper.get("params"), sweeper.get("grid"), []))}
 
-    four = configs("magazine_learners_trainable")
-    one = configs("magazine_farzi_learners")
-    assert four.keys() == one.keys() and len(four) == 9
-    for key in four:
-        a, b = dict(four[key]), dict(one[key])
+    new, old = configs(name), configs(base)
+    assert new.keys() == old.keys() and len(new) == 9
+    for key in new:
+        a, b = dict(new[key]), dict(old[key])
         if key[0] == "full":
             assert a == b
             continue
-        assert a["distill"]["learners"] == ["sasrec", "gru4rec", "narm", "bert4rec"] and not b["distill"]["learners"]
-        a["distill"] = {k: v for k, v in a["distill"].items() if k != "learners"}
-        b["distill"] = {k: v for k, v in b["distill"].items() if k != "learners"}
+        assert {k: (b["distill"][k], a["distill"][k]) for k in settings} == settings
+        a["distill"] = {k: v for k, v in a["distill"].items() if k not in settings}
+        b["distill"] = {k: v for k, v in b["distill"].items() if k not in settings}
         assert a == b
 
 
