@@ -44,6 +44,14 @@ def last_summary(root: Path, name: str = "smoke") -> dict:
     return json.loads((sweeps[-1] / "summary.json").read_text())
 
 
+def sweep_configs(name: str, where: list[str] = ()) -> list[dict]:
+    """The composed config of every job of sweeps/<name>.yaml, narrowed by ``where`` overrides."""
+    from omegaconf import OmegaConf
+    from td3.config import compose_config
+    sweeper = OmegaConf.load(REPO / "sweeps" / f"{name}.yaml").hydra.sweeper
+    return [compose_config(job) for job in expand(sweeper.get("params"), sweeper.get("grid"), list(where))]
+
+
 # ------------------------------------------------------------------ the grid
 def test_grid_is_a_union_of_cartesian_blocks():
     jobs = expand({"seed": "0,1"}, [{"dataset": "a", "summary.mu": "10,20"}, {"dataset": "b", "method": "full"}], [])
@@ -83,18 +91,10 @@ def test_every_sweep_file_expands():
 def test_a_sweep_evaluating_more_learners_reuses_the_summaries_it_names():
     """magazine_farzi_learners says it trains four learners on learned_lr's fixed-η summaries:
     its distillations compose to the same summary directories, so nothing is distilled again."""
-    from omegaconf import OmegaConf
-    from td3.config import compose_config
     from td3.layout import summary_dir_for
 
     def summaries(name, where):
-        sweeper = OmegaConf.load(REPO / "sweeps" / f"{name}.yaml").hydra.sweeper
-        out = set()
-        for job in expand(sweeper.get("params"), sweeper.get("grid"), where):
-            cfg = compose_config(job)
-            cfg["results_dir"] = "/results"
-            out.add(summary_dir_for(cfg)[0].name)
-        return out
+        return {summary_dir_for({**cfg, "results_dir": "/results"})[0].name for cfg in sweep_configs(name, where)}
 
     fixed = summaries("learned_lr", ["distill.inner.learn_lr=false"])
     assert len(fixed) == 3 * 2   # seeds × (td3, farzi)
@@ -110,13 +110,8 @@ def test_a_magazine_sweep_differs_from_the_one_it_is_set_beside_in_its_settings_
     """magazine_learners_trainable is set beside magazine_farzi_learners, and
     magazine_validate_learners beside magazine_learners_trainable: the same full-data runs (and
     so teachers), and distillations whose configs differ in the named distill settings only."""
-    from omegaconf import OmegaConf
-    from td3.config import compose_config
-
     def configs(sweep):
-        sweeper = OmegaConf.load(REPO / "sweeps" / f"{sweep}.yaml").hydra.sweeper
-        return {(c["method"], c["seed"]): c for c in
-                map(compose_config, expand(sweeper.get("params"), sweeper.get("grid"), []))}
+        return {(c["method"], c["seed"]): c for c in sweep_configs(sweep)}
 
     new, old = configs(name), configs(base)
     assert new.keys() == old.keys() and len(new) == 9
