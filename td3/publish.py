@@ -24,7 +24,10 @@ results root, so that ``analysis/make_tables.py --results DST`` and
   audit passes at every commit, and a sweep still running joins it once it is done.
 
 Files are copied atomically and only when new or changed; a run already published with a
-different record is refused (a published result is never silently replaced). A summary
+different record is refused (a published result is never silently replaced), unless that
+record is the same result made again (``same_result``: another session or machine
+reproduced a shared teacher or full-data run to the bit): the published record stays, and
+the run is counted as reproduced. A summary
 file identical to one already published (the runs evaluating one summary under both
 protocols, or with other learners, each hold a copy) becomes a relative symbolic link to
 it: the same bytes are stored once, and every run directory still reads as complete.
@@ -114,6 +117,20 @@ def _publish_sealed(src: Path, target: Path, record: dict) -> bool:
         written = _copy(src, target / name)
     stand_in.unlink(missing_ok=True)  # withheld under a smaller limit, or before packing
     return written
+
+
+#: What a run's result is, beside its signature: the figures, and the digests of its sealed
+#: files but config.json (which also holds settings outside the signature: threads, progress).
+RESULT_FIELDS = ("kind", "signature", "metrics", "metrics_by_model")
+
+
+def same_result(published: dict, record: dict) -> bool:
+    """Whether two records of one run hold the same result: equal signatures and figures, and
+    sealed files of the same bytes (per-user metrics, summary, hard sequences). Timings, the
+    commit, the host and the seal may differ: the run was made again and came out the same."""
+    def files(r: dict) -> dict:
+        return {k: v for k, v in (r.get("files") or {}).items() if k != "config.json"}
+    return all(published.get(k) == record.get(k) for k in RESULT_FIELDS) and files(published) == files(record)
 
 
 def _record_text(record: dict) -> str:
@@ -243,7 +260,8 @@ def sweep_runs(src: Path, names: list[str], composed: dict | None = None) -> set
 def publish(src: Path, dst: Path, sweeps: list[str] | None = None) -> dict:
     """Copy the committable part of ``src`` into ``dst``; returns counts of what happened.
     ``sweeps``: only what these sweeps made (``sweep_runs``) and their ledgers; None: all."""
-    counts = {"runs": 0, "files": 0, "incomplete": 0, "sweeps": 0, "sweeps_pending": 0, "linked": 0}
+    counts = {"runs": 0, "files": 0, "incomplete": 0, "reproduced": 0, "sweeps": 0, "sweeps_pending": 0,
+              "linked": 0}
     used_summaries = set()
     composed: dict = {}  # grid points composed today, shared by both passes over the sweeps
     selected = sweep_runs(src, sweeps, composed) if sweeps else None
@@ -265,6 +283,13 @@ def publish(src: Path, dst: Path, sweeps: list[str] | None = None) -> dict:
                 continue
             target = dst / kind / run_dir.name
             published = records.read_record(target)
+            if published and published.get("seal") != record.get("seal") and same_result(published, record):
+                counts["reproduced"] += 1  # the published record, made first, stays
+                print(f"kept: {target}: made again ({(record.get('git') or {}).get('sha', '?')[:7]}, "
+                      f"{record.get('finished')}) with the same figures and files")
+                if (published.get("summary") or {}).get("dir"):
+                    used_summaries.add(Path(published["summary"]["dir"]).name)
+                continue
             if published and published.get("seal") != record.get("seal"):
                 raise TD3Error(f"{target} already holds another record of this run "
                                  f"(seal {published.get('seal')}, source {record.get('seal')}); "
@@ -355,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(counts))
     print(f"published {counts['runs']} complete runs ({counts['files']} files copied or updated, "
-          f"{counts['incomplete']} incomplete left out), {counts['sweeps']} complete sweeps "
+          f"{counts['incomplete']} incomplete left out, {counts['reproduced']} already published and made "
+          f"again the same), {counts['sweeps']} complete sweeps "
           f"({counts['sweeps_pending']} still running); {dst} holds {size_mb(dst):.1f} MB on disk")
     return 0
 

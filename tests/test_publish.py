@@ -89,11 +89,39 @@ def test_a_published_record_is_not_replaced(sweep, tmp_path):
     assert publish(src, dst, env).returncode == 0
     target = next(dst.glob("distill/*td3*/record.json"))
     record = json.loads(target.read_text())
-    record["seal"] = "0" * 64   # another record of the same run
+    record["seal"] = "0" * 64   # another record of the same run, with other figures
+    record["metrics"]["test"]["recbole100"]["NDCG@10"] += 0.01
     target.write_text(json.dumps(record))
     proc = publish(src, dst, env)
     assert proc.returncode == 2 and "already holds another record" in proc.stderr
     assert json.loads(target.read_text())["seal"] == "0" * 64
+
+
+@pytest.mark.slow
+def test_a_run_made_again_with_the_same_result_keeps_its_published_record(sweep, tmp_path):
+    """A shared teacher or full-data run made again elsewhere (other timings, commit, host)
+    with the same figures and files does not stop a publish: the published record stays."""
+    from td3 import records
+    src, env = sweep
+    dst = tmp_path / "paper"
+    assert publish(src, dst, env).returncode == 0
+    target = next(dst.glob("train/*/record.json"))
+    first = target.read_text()
+    again = json.loads(first)
+    again.update(finished="2030-01-01T00:00:00+0000", git={"sha": "f" * 40, "dirty": False},
+                 timings={**again["timings"], "total": again["timings"]["total"] + 100.0})
+    again["seal"] = records.seal_of(again)
+    target.write_text(json.dumps(again))   # the published one is now "another session's" record
+    proc = publish(src, dst, env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"kept: {target.parent}" in proc.stdout and '"reproduced": 1' in proc.stdout
+    assert json.loads(target.read_text())["seal"] == again["seal"]
+    # the same record with another file's digest is another result
+    again["files"] = {**again["files"], "per_user.parquet": "0" * 64}
+    again["seal"] = records.seal_of(again)
+    target.write_text(json.dumps(again))
+    proc = publish(src, dst, env)
+    assert proc.returncode == 2 and "already holds another record" in proc.stderr
 
 
 @pytest.mark.slow
