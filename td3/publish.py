@@ -283,17 +283,16 @@ def publish(src: Path, dst: Path, sweeps: list[str] | None = None) -> dict:
                 continue
             target = dst / kind / run_dir.name
             published = records.read_record(target)
-            if published and published.get("seal") != record.get("seal") and same_result(published, record):
-                counts["reproduced"] += 1  # the published record, made first, stays
+            if published and published.get("seal") != record.get("seal"):
+                if not same_result(published, record):
+                    raise TD3Error(f"{target} already holds another record of this run "
+                                   f"(seal {published.get('seal')}, source {record.get('seal')}); "
+                                   f"a published result is not replaced: remove it by hand if you mean to")
+                # made again, the same: the published record (and its summary's history) stays
+                counts["reproduced"] += 1
                 print(f"kept: {target}: made again ({(record.get('git') or {}).get('sha', '?')[:7]}, "
                       f"{record.get('finished')}) with the same figures and files")
-                if (published.get("summary") or {}).get("dir"):
-                    used_summaries.add(Path(published["summary"]["dir"]).name)
                 continue
-            if published and published.get("seal") != record.get("seal"):
-                raise TD3Error(f"{target} already holds another record of this run "
-                                 f"(seal {published.get('seal')}, source {record.get('seal')}); "
-                                 f"a published result is not replaced: remove it by hand if you mean to")
             counts["runs"] += 1
             for name in UNPUBLISHED_RUN_FILES:  # published before the size limit
                 (target / name).unlink(missing_ok=True)

@@ -106,8 +106,7 @@ def test_a_run_made_again_with_the_same_result_keeps_its_published_record(sweep,
     dst = tmp_path / "paper"
     assert publish(src, dst, env).returncode == 0
     target = next(dst.glob("train/*/record.json"))
-    first = target.read_text()
-    again = json.loads(first)
+    again = json.loads(target.read_text())
     again.update(finished="2030-01-01T00:00:00+0000", git={"sha": "f" * 40, "dirty": False},
                  timings={**again["timings"], "total": again["timings"]["total"] + 100.0})
     again["seal"] = records.seal_of(again)
