@@ -9,7 +9,8 @@ Checks every run record under ``DIR/distill`` and ``DIR/train``:
   any later edit of a record or of its files is detected. Records written before seals
   existed are reported as unsealed (a warning);
 - signature: the signature recomputed from the record's config equals the record's and the
-  directory's name, and ``config.json`` holds the same config (a hand-edited config fails);
+  directory's name, and ``config.json`` holds the same config (a hand-edited config fails;
+  a published root leaves it out and its digest is checked against the record's config);
 - metrics: the record's test metrics equal the mean of its per-user values;
 - protocols: which ranking protocols each record holds; a record without ``recbole100``
   (the paper's) is a warning, and one written before ``unseen100`` had its name says that
@@ -111,7 +112,7 @@ class Audit:
                     actual = records.sealed_sha256(run_dir, name)
                 except Exception as exc:  # noqa: BLE001 - a damaged packed file is the finding
                     actual = f"unreadable ({exc})"
-                if records.sealed_path(run_dir, name) is None and actual is not None:
+                if records.sealed_path(run_dir, name) is None and records.withheld(run_dir, name):
                     c.warnings.append(f"{run_dir}: {name} withheld from this root (larger than "
                                       f"{records.PUBLISH_LIMIT >> 10} KiB); its digest is the record's")
                 if actual is None:

@@ -95,7 +95,7 @@ def _distill(run: RunConfig, sig: str, run_dir: Path, report) -> Path:
             teacher = Teacher(run, device, data.num_items)
         record["teacher"] = teacher.describe()
     run_dir.mkdir(parents=True, exist_ok=True)
-    records.write_text(run_dir / "config.json", records.canonical_json(run.raw) + "\n")
+    records.write_bytes(run_dir / "config.json", records.config_bytes(run.raw))
 
     ctx = Context(run, data, teacher, run_dir, record, timer, device, report)
     try:

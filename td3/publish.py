@@ -8,8 +8,9 @@ results root, so that ``analysis/make_tables.py --results DST`` and
 
 - ``distill/<run>/`` and ``train/<run>/`` of every *complete* run: ``record.json`` (stored
   on one line: its seal is over its content, not its layout, and a record is 40% smaller on
-  disk so; ``python -m json.tool`` shows it laid out) and its sealed files (``config.json``,
-  ``per_user.parquet``, ``summary.pt``, ``summary.inter``); never ``run.log``, ``best.pt``,
+  disk so; ``python -m json.tool`` shows it laid out) and its sealed files (``per_user.parquet``,
+  ``summary.pt``, ``summary.inter``; not ``config.json``, which is the record's config to the
+  byte: ``records.read_sealed`` rebuilds it, and its digest checks it); never ``run.log``, ``best.pt``,
   ``pool/``, ``last.pt`` or ``state.pt``. The per-user metrics and the hard sequences are
   stored xz-compressed (``per_user.parquet.xz``,
   ``summary.inter.xz``: ``records.PACKED_FILES``), holding the very bytes their seal names;
@@ -38,7 +39,8 @@ runs, the teachers and full-data runs those records name, and the sweeps' ledger
 root shared by several experiments, each published to its own ``DST``).
 
 ``python -m td3.publish --repack DST`` stores a root published before the current layout in
-it (records on one line, files over the size limit withheld) without its source, checking
+it (records on one line, files over the size limit withheld, config.json left to the
+record) without its source, checking
 each record's seal first.
 """
 from __future__ import annotations
@@ -105,6 +107,8 @@ def _publish_sealed(src: Path, target: Path, record: dict) -> bool:
     there. Returns whether anything was written."""
     name = src.name
     stand_in = target / (name + records.WITHHELD_SUFFIX)
+    if _derivable(src.read_bytes(), name, record):
+        return _leave_out_derived(target / name)
     if name in records.PACKED_FILES:
         packed = target / (name + records.PACKED_SUFFIX)
         written = _pack(src, packed, limit=records.PUBLISH_LIMIT)
@@ -117,6 +121,21 @@ def _publish_sealed(src: Path, target: Path, record: dict) -> bool:
         written = _copy(src, target / name)
     stand_in.unlink(missing_ok=True)  # withheld under a smaller limit, or before packing
     return written
+
+
+def _derivable(data: bytes, name: str, record: dict) -> bool:
+    """Whether a sealed file holds exactly what its record rebuilds (``records.DERIVED_FILES``)."""
+    return (name in records.DERIVED_FILES and isinstance(record.get("config"), dict)
+            and data == records.config_bytes(record["config"]))
+
+
+def _leave_out_derived(path: Path) -> bool:
+    """A derived file is not stored: the record holds its bytes. Removes a copy published
+    before; returns whether there was one."""
+    if not (path.is_file() or path.is_symlink()):
+        return False
+    path.unlink()
+    return True
 
 
 #: What a run's result is, beside its signature: the figures, and the digests of its sealed
@@ -152,7 +171,7 @@ def repack(dst: Path) -> dict:
     """Store every record of a published root in the published layout (one line), leaving
     its content, and so its seal, as it is, and withhold its sealed files over the size
     limit; a record whose seal fails is left untouched and named. Returns counts."""
-    counts = {"records": 0, "rewritten": 0, "refused": 0}
+    counts = {"records": 0, "rewritten": 0, "refused": 0, "derived": 0}
     over = []  # sealed files over records.PUBLISH_LIMIT (published under a larger limit)
     for path in sorted(dst.glob("*/*/" + records.RECORD_NAME)):
         if path.is_symlink():
@@ -164,6 +183,10 @@ def repack(dst: Path) -> dict:
             print(f"not repacked: {path}: unreadable or its seal does not match")
             continue
         counts["rewritten"] += _write_record(record, path)
+        for name in records.DERIVED_FILES:
+            copy = path.parent / name
+            if copy.is_file() and _derivable(copy.read_bytes(), name, record):
+                counts["derived"] += _leave_out_derived(copy)
         for name in record.get("files") or {}:
             stored = records.sealed_path(path.parent, name)  # the file, or its packed copy
             if stored is not None and stored.stat().st_size > records.PUBLISH_LIMIT:  # a link: its target's size
@@ -360,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         counts = repack(root)
         print(json.dumps(counts))
         print(f"{counts['rewritten']} of {counts['records']} records stored anew ({counts['refused']} refused), "
-              f"{counts['withheld']} files over {records.PUBLISH_LIMIT >> 10} KiB withheld; "
+              f"{counts['withheld']} files over {records.PUBLISH_LIMIT >> 10} KiB withheld, "
+              f"{counts['derived']} config.json left to the records that hold them; "
               f"{root} holds {size_mb(root):.1f} MB on disk")
         return 1 if counts["refused"] else 0
     if args.dst is None:

@@ -286,6 +286,25 @@ PACKED_SUFFIX = ".xz"
 PUBLISH_LIMIT = 160 << 10
 WITHHELD_SUFFIX = ".withheld"
 
+#: Sealed files whose bytes the record itself holds: a run writes ``config.json`` as its
+#: record's config in canonical JSON (``config_bytes``), so a published root leaves it out
+#: (a disk block per run) and it is read back from the record; its digest, in the record,
+#: still checks that the two agree.
+DERIVED_FILES = ("config.json",)
+
+
+def config_bytes(config: dict) -> bytes:
+    """``config.json`` as a run writes it."""
+    return (canonical_json(config) + "\n").encode()
+
+
+def derived_bytes(run_dir: str | Path, name: str) -> bytes | None:
+    """A sealed file of ``DERIVED_FILES`` rebuilt from the run's record; None if it has none."""
+    record = read_record(run_dir) if name in DERIVED_FILES else None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        return None
+    return config_bytes(record["config"])
+
 
 def withheld(run_dir: str | Path, name: str) -> dict | None:
     """The stand-in of a sealed file withheld from a published root, or None."""
@@ -306,9 +325,13 @@ def sealed_path(run_dir: str | Path, name: str) -> Path | None:
 
 
 def read_sealed(run_dir: str | Path, name: str) -> bytes:
-    """The bytes of a run's sealed file ``name`` as the run wrote them (unpacked if packed)."""
+    """The bytes of a run's sealed file ``name`` as the run wrote them (unpacked if packed,
+    rebuilt from the record if derived and left out)."""
     path = sealed_path(run_dir, name)
     if path is None:
+        derived = derived_bytes(run_dir, name)
+        if derived is not None:
+            return derived
         raise FileNotFoundError(f"{Path(run_dir) / name} (nor {name}{PACKED_SUFFIX})")
     import lzma
     data = path.read_bytes()
@@ -320,7 +343,10 @@ def sealed_sha256(run_dir: str | Path, name: str) -> str | None:
     path = sealed_path(run_dir, name)
     if path is None:
         stand_in = withheld(run_dir, name)
-        return stand_in.get("sha256") if stand_in else None
+        if stand_in:
+            return stand_in.get("sha256")
+        derived = derived_bytes(run_dir, name)
+        return None if derived is None else hashlib.sha256(derived).hexdigest()
     if not path.name.endswith(PACKED_SUFFIX):
         return file_sha256(path)
     return hashlib.sha256(read_sealed(run_dir, name)).hexdigest()

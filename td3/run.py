@@ -78,7 +78,7 @@ def _failed_record(cfg: dict, sig: str, run_dir: Path, error: str, trace: str | 
                   finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     if trace:
         record["traceback"] = trace
-    records.write_text(run_dir / "config.json", records.canonical_json(cfg) + "\n")
+    records.write_bytes(run_dir / "config.json", records.config_bytes(cfg))
     records.write_record(run_dir, record)
 
 

@@ -70,7 +70,7 @@ def _train(cfg: dict, sig: str, run_dir: Path) -> Path:
     record["dataset"] = {"name": data.name, "sha256": data.sha256, "stats": data.stats}
     record["model"] = {"name": run.model.name, "parameters": model.num_parameters()}
     run_dir.mkdir(parents=True, exist_ok=True)
-    records.write_text(run_dir / "config.json", records.canonical_json(cfg) + "\n")
+    records.write_bytes(run_dir / "config.json", records.config_bytes(cfg))
 
     state = {"epoch": 0, "best_epoch": 0, "best_score": -math.inf, "bad_epochs": 0, "history": []}
     last = run_dir / "last.pt"

@@ -49,8 +49,9 @@ def test_publish_copies_the_small_complete_part_and_audits_clean(sweep, tmp_path
     proc = publish(src, dst, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = {p.name for p in files_under(dst)}
-    assert {"record.json", "per_user.parquet.xz", "summary.pt", "summary.inter.xz", "config.json", "distill.json.xz",
+    assert {"record.json", "per_user.parquet.xz", "summary.pt", "summary.inter.xz", "distill.json.xz",
             "multirun.yaml"} <= names
+    assert "config.json" not in names  # the record's config, to the byte: left to the record
     assert not names & {"per_user.parquet", "summary.inter", "distill.json"}  # stored packed: the same bytes, xz-compressed
     assert "run.log" not in names  # stays in the sweep's own results root
     assert not names & {"best.pt", "last.pt", "state.pt"} and not list(dst.rglob("pool"))
@@ -306,3 +307,36 @@ def test_a_restored_summary_is_evaluated_again_without_distilling(sweep, tmp_pat
     assert refused.returncode == 2 and f"{run.name}: summary.pt was changed after the record was written" in \
         refused.stderr, refused.stderr
     assert not list(other.rglob("distill.json")) and not list(other.rglob("summary.pt"))
+
+
+@pytest.mark.slow
+def test_config_json_is_left_to_the_record_and_still_checked(sweep, tmp_path):
+    """A published run keeps no config.json: it is its record's config as canonical JSON, so
+    ``records.read_sealed`` rebuilds the run's bytes and the digest the record seals checks
+    them; a root published with the files is thinned by --repack; a record whose config is
+    changed no longer matches that digest."""
+    from td3 import publish as publish_module
+    from td3 import records
+
+    src, env, dst, run = published_td3_run(sweep, tmp_path)
+    source = src / "distill" / run.name
+    assert (source / "config.json").is_file() and not (run / "config.json").exists()
+    assert records.read_sealed(run, "config.json") == (source / "config.json").read_bytes()
+    assert records.sealed_sha256(run, "config.json") == records.read_record(run)["files"]["config.json"]
+    # a root published before: --repack leaves every copy out, and counts them
+    published = [p.parent for p in dst.glob("*/*/record.json")]
+    for run_dir in published:
+        (run_dir / "config.json").write_bytes((src / run_dir.relative_to(dst) / "config.json").read_bytes())
+    counts = publish_module.repack(dst)
+    assert counts["derived"] == len(published) > 0 and not list(dst.rglob("config.json"))
+    assert publish_module.repack(dst)["derived"] == 0
+    # a record whose config was changed (and sealed again): the rebuilt config.json is not the
+    # one the run wrote, and its digest says so
+    record = records.read_record(run)
+    record["config"]["seed"] += 1
+    record["seal"] = records.seal_of(record)
+    (run / "record.json").write_text(json.dumps(record))
+    assert records.seal_problem(run, record) == "config.json was changed after the record was written"
+    audit = run_cli("td3.audit", str(dst), env=env, timeout=600)
+    assert audit.returncode == 1 and f"{run}: config.json changed after the record was written" in audit.stdout, \
+        audit.stdout[-3000:]

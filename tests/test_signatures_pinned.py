@@ -366,7 +366,7 @@ def test_published_records_are_found_under_their_config():
             problems.append(f"{name}: signature(config) = {records.signature(cfg)}, record says {sig}")
         if not name.endswith("-" + sig) or layout.run_dir_for(cfg, sig).name != name:
             problems.append(f"{name}: its config names the directory {layout.run_dir_for(cfg, sig).name}")
-        if json.loads((run_dir / "config.json").read_text()) != cfg:
+        if json.loads(records.read_sealed(run_dir, "config.json")) != cfg:  # left to the record when published
             problems.append(f"{name}: config.json differs from the record's config")
         if "signature" in (record.get("summary") or {}):
             if layout.summary_dir_for(cfg)[1] != record["summary"]["signature"]:
