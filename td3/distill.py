@@ -34,7 +34,7 @@ from .device import setup_runtime
 from .engine import learn_summary
 from .errors import DamagedFileError, TrainingError
 from .files import atomic_path
-from .teacher import Teacher
+from .teacher import Teacher, teachers_of
 from .train import train as train_full
 
 log = logging.getLogger("td3.distill")
@@ -172,8 +172,7 @@ def learned_summary(ctx: Context) -> Trainer:
             info = {**info, "cached": True}
         else:
             with ctx.timer("teacher"):  # several inner learners: a teacher (and pool) of each architecture
-                teachers = {name: Teacher(run, ctx.device, ctx.data.num_items, model=run.learner(name))
-                            for name in run.inner_learners[1:]}
+                teachers = teachers_of(run, ctx.device, ctx.data.num_items, run.inner_learners[1:])
             with ctx.timer("distill"):
                 summary, info = learn_summary(run, ctx.data, ctx.teacher, summary_dir, ctx.device, ctx.report,
                                               teachers=teachers)

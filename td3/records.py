@@ -232,6 +232,22 @@ def exclusive(path: str | Path) -> Iterator[None]:
             handle.close()
 
 
+def held_elsewhere(path: str | Path) -> bool:
+    """Whether another process holds ``exclusive(path)`` now (it is making that run). Creates
+    nothing; the answer may be stale by the time it is used, so it only orders work."""
+    try:
+        handle = open(Path(path) / ".lock", "r")
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

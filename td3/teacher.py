@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from . import layout, records
 from .config import RunConfig, model_options
 from .errors import TrainingError
 from .models import build_model
@@ -73,3 +74,22 @@ class Teacher:
         """What a distillation's record says of its teacher."""
         return {"run": str(self.run_dir), "signature": self.record["signature"],
                 "test": self.record["metrics"]["test"], "pool_size": len(self.pool), "pool_note": self.pool_note}
+
+
+def teachers_of(run: RunConfig, device: torch.device, num_items: int, names: list[str]) -> dict[str, Teacher]:
+    """The teachers of several inner learners (``distill.learners``), by name.
+
+    Jobs of a sweep launched together need the same teachers: taken in one order, the second
+    job would wait on each teacher the first is training. Each teacher is taken when no other
+    process is making it, one being made elsewhere is left for later, so that two jobs train
+    two teachers at once (a teacher's training is seeded by its own config: which job makes
+    it does not change it)."""
+    pending, made = list(names), {}
+    while pending:
+        options = {n: run.learner(n) for n in pending}
+        free = [n for n in pending if not records.held_elsewhere(
+            layout.training({**run.teacher(), "model": options[n]}).dir)]
+        name = (free or pending)[0]  # all being made elsewhere: wait for the first
+        made[name] = Teacher(run, device, num_items, model=options[name])
+        pending.remove(name)
+    return {name: made[name] for name in names}

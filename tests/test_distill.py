@@ -683,6 +683,46 @@ def test_several_inner_learners_each_shape_the_summary(tmp_path, monkeypatch):
     assert [again.learner_at(i).name for i in range(12)] == [e["learner"] for e in entries]
 
 
+def test_teachers_being_made_elsewhere_are_taken_last(tmp_path, monkeypatch):
+    """Two jobs starting together need the same teachers: a job takes the teachers no other
+    process is making first, so that it trains one while another job trains another, instead
+    of waiting on each in turn. Here "another job" holds the GRU4Rec teacher's lock until the
+    NARM teacher exists: taken in the listed order, the call would wait on GRU4Rec for good."""
+    import threading
+
+    from td3 import layout, records
+    from td3.config import RunConfig
+    from td3.teacher import teachers_of
+
+    monkeypatch.setenv("TD3_DATA_DIR", str(tmp_path / "data"))
+    cfg = compose_config([*SMALL, "train.epochs=2", "train.pool_epochs=[1,2]",
+                          "distill.learners=[sasrec,gru4rec,narm]"], tmp_path / "runs")
+    run = RunConfig.of(cfg)
+    place = {n: layout.training({**run.teacher(), "model": run.learner(n)}) for n in ("gru4rec", "narm")}
+    held, seen = threading.Event(), {}
+
+    def other_job():
+        with records.exclusive(place["gru4rec"].dir):
+            held.set()
+            deadline = time.monotonic() + 120
+            while not place["narm"].is_done() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            seen["narm made while gru4rec was held"] = place["narm"].is_done()
+            seen["held_elsewhere"] = records.held_elsewhere(place["gru4rec"].dir)
+
+    holder = threading.Thread(target=other_job)
+    holder.start()
+    assert held.wait(60)
+    assert not records.held_elsewhere(place["narm"].dir)  # nobody makes it; nothing created by asking
+    assert not place["narm"].dir.exists()
+    teachers = teachers_of(run, torch.device("cpu"), ITEMS, ["gru4rec", "narm"])
+    holder.join(60)
+    assert seen == {"narm made while gru4rec was held": True, "held_elsewhere": True}
+    assert list(teachers) == ["gru4rec", "narm"]
+    assert [t.name for t in teachers.values()] == ["gru4rec", "narm"]
+    assert all(place[n].is_done() for n in place) and not records.held_elsewhere(place["gru4rec"].dir)
+
+
 def test_every_inner_learner_can_validate_the_summary(tmp_path, monkeypatch):
     """distill.validate_learners=all: each validation trains every inner learner on S and
     scores their mean MRR@10 (each learner's kept beside it); the outer steps are those of
