@@ -9,7 +9,9 @@ the same Ms every time).
 The speed of a step does not depend on the values of the teacher's weights, so the teacher
 and the one-checkpoint init pool are freshly initialised SASRecs: no full-data training
 is needed to benchmark. Extra arguments are Hydra overrides of conf/distill.yaml, e.g.
-``distill.inner.embedding=trainable`` or ``distill.inner.backend=higher``.
+``distill.inner.embedding=trainable`` or ``distill.inner.backend=higher``; with
+``distill.learners=[...]`` each inner learner gets a fresh teacher of its own and the script
+prints what a step of each costs.
 """
 from __future__ import annotations
 
@@ -27,12 +29,15 @@ from td3.records import peak_rss_mb
 
 
 class RandomTeacher:
-    """A freshly initialised teacher of the config's learner and a one-checkpoint init pool,
-    on ``device`` (the engine reads both where it computes, as it reads a real teacher's)."""
+    """A freshly initialised teacher of the config's learner (or of the inner learner
+    ``name``, ``distill.learners``) and a one-checkpoint init pool, on ``device`` (the engine
+    reads both where it computes, as it reads a real teacher's)."""
 
-    def __init__(self, cfg, num_items, device="cpu"):
+    def __init__(self, cfg, num_items, device="cpu", name=None):
+        options = cfg["model"] if name is None else RunConfig.of(cfg).learner(name)
+
         def fresh():
-            return build_model(cfg["model"]["name"], num_items, max_len=cfg["max_len"], **model_options(cfg["model"]))
+            return build_model(options["name"], num_items, max_len=cfg["max_len"], **model_options(options))
 
         self.model = fresh().to(device).eval()
         self.pool = [{k: v.to(device) for k, v in fresh().state_dict().items()}]
@@ -53,27 +58,34 @@ def main() -> None:
     RunConfig.of(cfg).check()
     data = load_dataset(cfg["dataset"]["name"], **dataset_options(cfg["dataset"]))
     torch.manual_seed(0)
-    engine = BilevelEngine(cfg, data, RandomTeacher(cfg, data.num_items), torch.device("cpu"))
+    others = {name: RandomTeacher(cfg, data.num_items, name=name) for name in RunConfig.of(cfg).inner_learners[1:]}
+    engine = BilevelEngine(cfg, data, RandomTeacher(cfg, data.num_items), torch.device("cpu"), teachers=others)
     s, d = cfg["summary"], cfg["distill"]
     print(f"{data.name} outer step: {s['mu']}x{s['zeta']}, d1=d2={s['d1']}, hidden {cfg['model']['hidden_size']}, "
           f"learner batch {d['inner']['batch_size']}, N={d['steps']}, W={d['window']}, real batch "
           f"{engine.windows_per_batch} windows = {round(engine.windows_per_batch * engine.targets_per_window)} "
           f"examples, embedding {d['inner']['embedding']}, backend {d['inner']['backend']}, {args.threads} threads")
-    seconds, cpu, Ms = [], [], []
+    seconds, cpu, Ms, learners = [], [], [], []
     for step in range(args.steps):
         t0, c0 = time.perf_counter(), time.process_time()
         out = engine.step(step)
         seconds.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         Ms.append(out["M"])
+        learners.append(out.get("learner", cfg["model"]["name"]))
         print(f"  step {step + 1:3d}: M={out['M']:3d}  {seconds[-1]:6.2f} s  (CPU {cpu[-1]:6.2f} s)  "
-              f"ce={out['ce']:.3f} fsa={out['fsa']:.3f}", flush=True)
+              f"ce={out['ce']:.3f} fsa={out['fsa']:.3f}  {learners[-1]}", flush=True)
     per_inner = [t / m for t, m in zip(seconds, Ms)]
     # CPU seconds: at one thread they equal the wall time of a quiet machine, and other
     # processes sharing the cores inflate them far less than the wall time
     print(f"median {statistics.median(seconds):.2f} s per outer step, CPU {statistics.median(cpu):.2f} s "
           f"(mean M {statistics.mean(Ms):.0f}; {1000 * statistics.median(per_inner):.1f} ms per inner step), "
           f"peak RSS {peak_rss_mb():.0f} MB")
+    if len(set(learners)) > 1:  # several inner learners: what a step of each costs
+        for name in dict.fromkeys(learners):
+            mine = [i for i, n in enumerate(learners) if n == name]
+            print(f"  {name}: {len(mine)} steps, median CPU {statistics.median(cpu[i] for i in mine):.2f} s, "
+                  f"{1000 * statistics.median(cpu[i] / Ms[i] for i in mine):.1f} CPU ms per inner step")
 
 
 if __name__ == "__main__":
