@@ -125,8 +125,7 @@ def _publish_sealed(src: Path, target: Path, record: dict) -> bool:
 
 def _derivable(data: bytes, name: str, record: dict) -> bool:
     """Whether a sealed file holds exactly what its record rebuilds (``records.DERIVED_FILES``)."""
-    return (name in records.DERIVED_FILES and isinstance(record.get("config"), dict)
-            and data == records.config_bytes(record["config"]))
+    return data == records.rebuilt_bytes(record, name)
 
 
 def _leave_out_derived(path: Path) -> bool:

@@ -314,12 +314,17 @@ def config_bytes(config: dict) -> bytes:
     return (canonical_json(config) + "\n").encode()
 
 
-def derived_bytes(run_dir: str | Path, name: str) -> bytes | None:
-    """A sealed file of ``DERIVED_FILES`` rebuilt from the run's record; None if it has none."""
-    record = read_record(run_dir) if name in DERIVED_FILES else None
-    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+def rebuilt_bytes(record: dict | None, name: str) -> bytes | None:
+    """The bytes of sealed file ``name`` as ``record`` rebuilds them; None unless ``name`` is
+    one of ``DERIVED_FILES`` and the record holds a config."""
+    if name not in DERIVED_FILES or not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         return None
     return config_bytes(record["config"])
+
+
+def derived_bytes(run_dir: str | Path, name: str) -> bytes | None:
+    """A sealed file of ``DERIVED_FILES`` rebuilt from the run's record; None if it has none."""
+    return rebuilt_bytes(read_record(run_dir), name) if name in DERIVED_FILES else None
 
 
 def withheld(run_dir: str | Path, name: str) -> dict | None:
