@@ -2,6 +2,7 @@
 
     python benchmarks/sweep_plan.py --results $TD3_RESULTS_DIR [--parallel 2] table3 table2 ...
     python benchmarks/sweep_plan.py --results ... table3:dataset=ml-100k   # a sweep with overrides
+    python benchmarks/sweep_plan.py --results $TD3_RESULTS_DIR --priced-from results/learners-tuned learners_tuned
 
 Expands each sweep's grid (as ``td3.sweep`` does), finds which grid points have a complete
 record, and estimates the others from complete records of the same kind: a run costs its
@@ -15,6 +16,11 @@ records, or else the median of complete distillations of the same dataset, metho
 inner learners and validating learners. Each unfinished summary gets a line. Kinds never run yet are listed
 as unknown: run one of each first. Prints, per sweep and in all, the runs left, CPU-hours
 and wall-clock hours at ``--parallel`` jobs (one CPU each).
+
+The records that set the prices are those of ``--results`` itself, or of the roots
+``--priced-from`` names instead (a published root under ``results/``): a sweep not yet
+started is priced from the runs that made the published figures. Their pace is that of the
+machine that made them (their records' ``environment``).
 """
 from __future__ import annotations
 
@@ -41,11 +47,11 @@ def size(cfg: dict) -> str:
     return f"{cfg['summary']['mu']}x{cfg['summary']['zeta']}"
 
 
-def observed(root: Path) -> dict:
-    """Median seconds per kind, from the complete records under ``root``."""
+def observed(roots: list[Path]) -> dict:
+    """Median seconds per kind, from the complete records under ``roots``."""
     evals, teachers = defaultdict(list), defaultdict(list)
     per_step, batches = defaultdict(list), {}
-    for path in root.glob("distill/*/record.json"):
+    for path in (p for root in roots for p in sorted(root.glob("distill/*/record.json"))):
         r = json.loads(path.read_text())
         if r.get("status") != "complete":
             continue
@@ -57,7 +63,7 @@ def observed(root: Path) -> dict:
             if d.get("outer_steps"):
                 per_step[distill_kind(cfg)].append(d["seconds"] / d["outer_steps"])
                 batches[(cfg["dataset"]["name"], cfg["distill"]["outer"]["batch_size"])] = d["batches_per_epoch"]
-    for path in root.glob("train/*/record.json"):
+    for path in (p for root in roots for p in sorted(root.glob("train/*/record.json"))):
         r = json.loads(path.read_text())
         if r.get("status") == "complete":
             cfg = r["config"]
@@ -114,8 +120,11 @@ def training_cost(cfg: dict, model: str, seed: int, seen: dict, counted: set, un
     return 0.0
 
 
-def plan(root: Path, sweeps: list[str], parallel: int) -> int:
-    seen = observed(root)
+def plan(root: Path, sweeps: list[str], parallel: int, priced_from: list[Path] | None = None) -> int:
+    for source in priced_from or []:
+        if not source.is_dir():
+            raise SystemExit(f"sweep_plan: --priced-from {source}: no such results root")
+    seen = observed(priced_from or [root])
     counted_summaries, counted_teachers = set(), set()
     total_seconds, total_left, unknown_all = 0.0, 0, defaultdict(int)
     for spec in sweeps:
@@ -171,8 +180,11 @@ def main() -> int:
     ap.add_argument("sweeps", nargs="+", help="sweep names, each optionally name:override,,override")
     ap.add_argument("--results", required=True, help="the results root the sweeps write to")
     ap.add_argument("--parallel", type=int, default=2, help="jobs running at once (one CPU each)")
+    ap.add_argument("--priced-from", action="append", type=Path, default=None, metavar="ROOT",
+                    help="a results root whose complete records set the prices, instead of --results "
+                         "(repeat it for several)")
     args = ap.parse_args()
-    return plan(Path(args.results), args.sweeps, args.parallel)
+    return plan(Path(args.results), args.sweeps, args.parallel, args.priced_from)
 
 
 if __name__ == "__main__":

@@ -55,3 +55,22 @@ def test_a_stopped_distillation_is_priced_by_its_steps_left(tmp_path):
     minutes = float(line.split("left, ")[1].split()[0])
     assert abs(minutes - state["seconds"] / state["step"] * left / 60) <= 0.051
     assert not [x for x in lines if "to distil" in x and x is not line]  # seed 0's summary is done
+
+    # A root where nothing has run yet, priced from this one's records: every point is left,
+    # and each summary costs all its steps at the pace seed 0's complete distillation recorded.
+    record = json.loads(done.read_text())["distill"]
+    fresh = subprocess.run([sys.executable, "benchmarks/sweep_plan.py", "--results", str(tmp_path / "fresh"),
+                            "--priced-from", str(tmp_path / "runs"), f"smoke:{LONGER}"],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert fresh.returncode == 0, fresh.stderr
+    assert f"smoke:{LONGER}: 4 grid points, 4 left" in fresh.stdout
+    priced = [x for x in fresh.stdout.splitlines() if x.startswith("  to distil: ")]
+    assert len(priced) == 2 and checkpoint.parent.name in "".join(priced)  # seeds 0 and 1
+    for x in priced:
+        assert f": {steps} of {steps} outer steps left, " in x
+        minutes = float(x.split("left, ")[1].split()[0])
+        assert abs(minutes - record["seconds"] / record["outer_steps"] * steps / 60) <= 0.051
+    missing = subprocess.run([sys.executable, "benchmarks/sweep_plan.py", "--results", str(tmp_path / "fresh"),
+                              "--priced-from", str(tmp_path / "nowhere"), "smoke"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert missing.returncode != 0 and "--priced-from" in missing.stderr and "nowhere" in missing.stderr
