@@ -12,8 +12,9 @@ that teacher is needed (median over training runs of the same dataset and learne
 distillation is priced per outer step times the outer steps it has left: its length from the
 real batches per outer epoch that records of the dataset and outer batch size give, less the
 steps its resume checkpoint (``state.pt``) has done; per step at the pace that checkpoint
-records, or else the median of complete distillations of the same dataset, method, size,
-inner learners and validating learners. Each unfinished summary gets a line. Kinds never run yet are listed
+records, or else the median of complete distillations of its kind (``distill_kinds``: the
+same dataset, method, size, inner and validating learners, and where records allow, the same
+inner loop). Each unfinished summary gets a line. Kinds never run yet are listed
 as unknown: run one of each first. Prints, per sweep and in all, the runs left, CPU-hours
 and wall-clock hours at ``--parallel`` jobs (one CPU each).
 
@@ -61,7 +62,8 @@ def observed(roots: list[Path]) -> dict:
         d = r.get("distill") or {}
         if d and not d.get("cached"):
             if d.get("outer_steps"):
-                per_step[distill_kind(cfg)].append(d["seconds"] / d["outer_steps"])
+                for kind in distill_kinds(cfg):
+                    per_step[kind].append(d["seconds"] / d["outer_steps"])
                 batches[(cfg["dataset"]["name"], cfg["distill"]["outer"]["batch_size"])] = d["batches_per_epoch"]
     for path in (p for root in roots for p in sorted(root.glob("train/*/record.json"))):
         r = json.loads(path.read_text())
@@ -77,19 +79,30 @@ def learner_seeds(cfg: dict) -> int:
     return max(1, len(cfg["evaluation"].get("seeds") or [cfg["seed"]]))
 
 
-def distill_kind(cfg: dict) -> tuple:
-    """What a distillation's cost per outer step depends on: the dataset, method and size, which
-    learners train in the inner loop and which validate (k learners' validation costs k times)."""
-    d = cfg["distill"]
-    return (cfg["dataset"]["name"], cfg["method"], size(cfg), tuple(d.get("learners") or ()),
-            d.get("validate_learners", "model"))
+def distill_kinds(cfg: dict) -> tuple[tuple, tuple]:
+    """What a distillation's cost per outer step depends on, finest first: the dataset, method
+    and size, which learners train in the inner loop and which validate (k learners'
+    validation costs k times); then the inner loop's length and what each inner step computes
+    (its batch, the item table trained or frozen, sampled items, BERT4Rec's loss). A
+    distillation is priced by the finest kind that complete records have."""
+    d, inner = cfg["distill"], cfg["distill"]["inner"]
+    learners = tuple(d.get("learners") or ()) or (cfg["model"]["name"],)
+    coarse = (cfg["dataset"]["name"], cfg["method"], size(cfg), learners, d.get("validate_learners", "model"))
+    fine = coarse + (d["steps"], d["window"], inner["batch_size"], inner["embedding"], d.get("sampled_items", 0),
+                     inner.get("bidirectional_loss") if "bert4rec" in learners else None)
+    return fine, coarse
+
+
+def pace(cfg: dict, seen: dict) -> float | None:
+    """Seconds per outer step of a distillation like ``cfg``'s, from records of its finest kind."""
+    return next((seen["per_step"][k] for k in distill_kinds(cfg) if k in seen["per_step"]), None)
 
 
 def distill_cost(cfg: dict, summary: Path, seen: dict) -> tuple[float, int, int] | None:
     """(seconds, outer steps left, outer steps in all) of the summary's distillation, or None
     when neither its checkpoint nor a record of its kind gives a pace, or no record its
     dataset's batches per outer epoch."""
-    rate, done = seen["per_step"].get(distill_kind(cfg)), 0
+    rate, done = pace(cfg, seen), 0
     if (summary / "state.pt").is_file():
         import torch
         state = torch.load(summary / "state.pt", map_location="cpu", weights_only=False)["state"]

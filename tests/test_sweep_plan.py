@@ -74,3 +74,44 @@ def test_a_stopped_distillation_is_priced_by_its_steps_left(tmp_path):
                               "--priced-from", str(tmp_path / "nowhere"), "smoke"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert missing.returncode != 0 and "--priced-from" in missing.stderr and "nowhere" in missing.stderr
+
+
+def _write_record(root: Path, name: str, *, model="sasrec", learners=(), loss="cloze", steps=200,
+                  seconds_per_step=1.0, outer_steps=100):
+    distill = {"steps": steps, "window": 40, "sampled_items": 0, "learners": list(learners),
+               "validate_learners": "model", "outer": {"batch_size": 4096},
+               "inner": {"batch_size": 15, "embedding": "trainable", "bidirectional_loss": loss}}
+    config = {"dataset": {"name": "ml-100k"}, "method": "td3", "seed": 0, "model": {"name": model},
+              "summary": {"mu": 50, "zeta": 50}, "distill": distill,
+              "evaluation": {"models": ["sasrec"]}}
+    record = {"status": "complete", "config": config, "timings": {"evaluation": 10.0},
+              "distill": {"outer_steps": outer_steps, "seconds": seconds_per_step * outer_steps,
+                          "batches_per_epoch": 24}}
+    (root / "distill" / name).mkdir(parents=True)
+    (root / "distill" / name / "record.json").write_text(json.dumps(record))
+    return config
+
+
+def test_a_distillation_is_priced_by_the_records_of_its_finest_kind(tmp_path):
+    """Records that differ in what an inner step computes (BERT4Rec's loss, the inner loop's
+    length) price only their own kind; a kind no record matches exactly falls back to the
+    records of the same dataset, method, size and learners; another learner is another kind."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import sweep_plan
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    four = ("sasrec", "gru4rec", "narm", "bert4rec")
+    cloze = _write_record(tmp_path, "a", learners=four, loss="cloze", seconds_per_step=6.0)
+    prefix = _write_record(tmp_path, "b", learners=four, loss="prefix", seconds_per_step=8.0)
+    sasrec = _write_record(tmp_path, "c", seconds_per_step=1.5)
+    seen = sweep_plan.observed([tmp_path])
+    assert sweep_plan.pace(cloze, seen) == 6.0
+    assert sweep_plan.pace(prefix, seen) == 8.0
+    assert sweep_plan.pace(sasrec, seen) == 1.5
+    shorter = json.loads(json.dumps(cloze))
+    shorter["distill"]["steps"] = 100   # no record of this inner loop: the four learners' median
+    assert sweep_plan.pace(shorter, seen) == 7.0
+    gru = json.loads(json.dumps(sasrec))
+    gru["model"]["name"] = "gru4rec"   # no record of a GRU4Rec-only distillation
+    assert sweep_plan.pace(gru, seen) is None
