@@ -85,11 +85,12 @@ def distill_kinds(cfg: dict) -> tuple[tuple, tuple]:
     validation costs k times); then the inner loop's length and what each inner step computes
     (its batch, the item table trained or frozen, sampled items, BERT4Rec's loss). A
     distillation is priced by the finest kind that complete records have."""
-    d, inner = cfg["distill"], cfg["distill"]["inner"]
+    d = cfg["distill"]
+    inner = d.get("inner") or {}   # a record from before an option existed lacks its key
     learners = tuple(d.get("learners") or ()) or (cfg["model"]["name"],)
     coarse = (cfg["dataset"]["name"], cfg["method"], size(cfg), learners, d.get("validate_learners", "model"))
-    fine = coarse + (d["steps"], d["window"], inner["batch_size"], inner["embedding"], d.get("sampled_items", 0),
-                     inner.get("bidirectional_loss") if "bert4rec" in learners else None)
+    fine = coarse + (d.get("steps"), d.get("window"), inner.get("batch_size"), inner.get("embedding"),
+                     d.get("sampled_items", 0), inner.get("bidirectional_loss") if "bert4rec" in learners else None)
     return fine, coarse
 
 
