@@ -32,7 +32,18 @@ need() {
   done
 }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# Whether the daemon a pidfile names runs: its pid is a live process (not a zombie that an init
+# slow to reap still shows) of that daemon's own name (not another process that reused the pid
+# after a restart of the machine).
+alive() {  # alive PIDFILE (munged.pid, mariadb.pid, slurmdbd.pid, slurmctld.pid, slurmd.pid)
+  local pid name
+  [ -f "$1" ] || return 1
+  pid=$(cat "$1")
+  name=$(basename "$1" .pid)
+  [ "$name" = mariadb ] && name=mariadbd
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 1
+  ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
+}
 
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   local deadline=$((SECONDS + $1)) what=$2; shift 2
@@ -178,22 +189,38 @@ cmd_start() {
   need
   [ "$(id -u)" = 0 ] || die "run as root (the daemons and the jobs run as root)"
   mkdir -p "$STATE"/{run,log,ctld,spool} "$STATE/mysql"
+  local restored=0
+  alive "$STATE/run/slurmctld.pid" || restored=1   # slurmctld comes back from its saved state
   write_configs
   start_munge
   start_mariadb
   start_slurmdbd
   start_slurm
+  [ "$restored" = 1 ] && note_restored_jobs
   echo "export SLURM_CONF=$STATE/slurm.conf"
+}
+
+# After the daemons were down (a reboot, a session that ended), slurmctld brings its queue back
+# as it was: jobs that were running are shown running whether or not their processes survived.
+# Slurm requeues those that did not a few minutes later (node failure) and they run again, but
+# whatever launched them (a sweep's Hydra/Submitit process) is gone: say so once, here.
+note_restored_jobs() {
+  local running
+  running=$(SLURM_CONF="$STATE/slurm.conf" squeue -h -t R,CG -o %i 2>/dev/null | tr '\n' ' ')
+  [ -n "${running// }" ] || return 0
+  echo "local-cluster: jobs restored as running from the saved state: ${running% }." \
+       "If their processes ended with the machine, SLURM requeues them within minutes and they run" \
+       "again, with nothing to collect their results; to relaunch their sweep instead, scancel them first." >&2
 }
 
 stop_pid() {  # stop_pid NAME PIDFILE
   local pidfile=$2 pid
   [ -f "$pidfile" ] || return 0
   pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pidfile"; then   # never a process that took a dead daemon's pid
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do alive "$pidfile" || break; sleep 0.1; done
+    if alive "$pidfile"; then kill -9 "$pid" 2>/dev/null || true; fi
   fi
   rm -f "$pidfile"
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -491,6 +492,60 @@ def test_two_local_clusters_run_side_by_side(slurm, tmp_path):
     finally:
         subprocess.run(["bash", script, "stop", "--purge"], env=env2, capture_output=True, timeout=120)
     one_job(slurm, tmp_path / "first-2.out")   # the first cluster still authenticates its clients
+
+
+def _dead_or_zombie(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:   # reaped
+        return True
+
+
+@pytest.mark.slow
+def test_a_restart_after_the_daemons_died_names_the_jobs_it_restores_as_running(slurm, tmp_path):
+    """The daemons killed as a machine's end kills them, with a job running: ``start`` brings the
+    queue back and says which jobs it shows as running (SLURM requeues those whose processes
+    died, minutes later, with nothing left to collect them). A start with the daemons up says
+    nothing of the kind."""
+    state = Path(f"/tmp/td3-test-restored-{os.getpid()}")
+    env2 = {**os.environ, "TD3_SLURM_DIR": str(state), "TD3_SLURM_PORT": "7517"}
+    client = {**os.environ, "SLURM_CONF": str(state / "slurm.conf")}
+    script = str(REPO / "slurm" / "local-cluster.sh")
+
+    def start() -> subprocess.CompletedProcess:
+        done = subprocess.run(["bash", script, "start"], env=env2, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    try:
+        first = start()
+        assert "restored" not in first.stderr   # a fresh cluster has no queue to restore
+        job = subprocess.run(["sbatch", "--parsable", "-o", str(tmp_path / "job.out"), "--wrap", "sleep 120"],
+                             env=client, capture_output=True, text=True, timeout=60)
+        assert job.returncode == 0, job.stderr
+        job_id = job.stdout.strip()
+        running = lambda: job_id in subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], env=client,  # noqa: E731
+                                                   capture_output=True, text=True, timeout=60).stdout
+        slurm_cluster.wait_for(running, 60, "the job to run", env={"SLURM_CONF": client["SLURM_CONF"]})
+        # slurmctld saves its job state a moment after a change: change the job once more and
+        # wait for that save, so that the saved queue holds the job as running
+        changed = time.time()
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "Comment=running"], env=client, check=True,
+                       capture_output=True, timeout=60)
+        saved = state / "ctld" / "job_state"
+        slurm_cluster.wait_for(lambda: saved.is_file() and saved.stat().st_mtime > changed, 60, "the job state saved")
+        for daemon in ("slurmd", "slurmctld", "slurmdbd", "mariadb", "munged"):
+            pid = int((state / "run" / f"{daemon}.pid").read_text())
+            os.kill(pid, signal.SIGKILL)
+            slurm_cluster.wait_for(lambda: _dead_or_zombie(pid), 30, f"{daemon} to die")  # an init may reap it late
+
+        again = start()
+        assert "jobs restored as running from the saved state" in again.stderr, again.stderr
+        assert f"state: {job_id}." in again.stderr and "scancel" in again.stderr
+        assert again.stdout.strip().endswith(f"export SLURM_CONF={state}/slurm.conf")
+        assert "restored" not in start().stderr   # the daemons are up: nothing was restored
+    finally:
+        subprocess.run(["bash", script, "stop", "--purge"], env=env2, capture_output=True, timeout=120)
 
 
 @pytest.mark.parametrize("parts, unknown", [("ml-100k ml-1m", "ml-1m"), ("sweep", "sweep")])
