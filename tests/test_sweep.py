@@ -548,6 +548,53 @@ def test_a_restart_after_the_daemons_died_names_the_jobs_it_restores_as_running(
         subprocess.run(["bash", script, "stop", "--purge"], env=env2, capture_output=True, timeout=120)
 
 
+@pytest.mark.slow
+def test_more_cpus_than_cores_run_that_many_jobs_and_an_old_hardware_drain_is_lifted(slurm, tmp_path):
+    """TD3_SLURM_CPUS above the machine's cores (several one-thread runs sharing them): the node
+    takes that many one-CPU jobs at once rather than being drained for "Low CPUs". A node that
+    an earlier config left drained for such a reason is resumed by the next ``start``; one
+    drained for any other reason is not (the operator's drain stands)."""
+    cores = len(os.sched_getaffinity(0))
+    cpus = cores + 1
+    state = Path(f"/tmp/td3-test-oversubscribed-{os.getpid()}")
+    env2 = {**os.environ, "TD3_SLURM_DIR": str(state), "TD3_SLURM_PORT": "7617", "TD3_SLURM_CPUS": str(cpus)}
+    client = {**os.environ, "SLURM_CONF": str(state / "slurm.conf")}
+    script = str(REPO / "slurm" / "local-cluster.sh")
+
+    def run(*args: str, env: dict = client) -> str:
+        done = subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def node() -> str:
+        return run("sinfo", "-h", "-N", "-o", "%t|%c|%E").strip()
+
+    try:
+        run("bash", script, "start", env=env2)
+        assert node().startswith(f"idle|{cpus}|")
+        for i in range(cpus):
+            run("sbatch", "--parsable", "-c", "1", "-o", str(tmp_path / f"job{i}.out"), "--wrap", "sleep 60")
+        all_running = lambda: len(run("squeue", "-h", "-t", "R", "-o", "%i").split()) == cpus  # noqa: E731
+        slurm_cluster.wait_for(all_running, 60, f"{cpus} one-CPU jobs running at once",
+                               env={"SLURM_CONF": client["SLURM_CONF"]})
+        run("scancel", "--full", "-u", "root")
+        slurm_cluster.wait_for(lambda: not run("squeue", "-h", "-o", "%i").strip(), 60, "the queue to empty")
+
+        run("scontrol", "update", "nodename=localhost", "state=drain", "reason=Low socket*core*thread count, Low CPUs")
+        run("bash", script, "stop", env=env2)   # slurmctld keeps the drain in its saved state
+        run("bash", script, "start", env=env2)
+        assert node().startswith(f"idle|{cpus}|")
+
+        run("scontrol", "update", "nodename=localhost", "state=drain", "reason=maintenance")
+        run("bash", script, "stop", env=env2)
+        again = subprocess.run(["bash", script, "start"], env={**env2, "TD3_SLURM_NODE_WAIT": "5"},
+                               capture_output=True, text=True, timeout=300)
+        assert again.returncode == 1 and "the node did not come up in time" in again.stderr, again.stderr
+        assert node() == f"drain|{cpus}|maintenance"
+    finally:
+        subprocess.run(["bash", script, "stop", "--purge"], env=env2, capture_output=True, timeout=120)
+
+
 @pytest.mark.parametrize("parts, unknown", [("ml-100k ml-1m", "ml-1m"), ("sweep", "sweep")])
 def test_replicate_paper_refuses_an_unknown_part_before_any_work(tmp_path, parts, unknown):
     """Also a name of the script's own helpers ('sweep'), which is no part."""
