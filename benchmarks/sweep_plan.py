@@ -18,6 +18,11 @@ inner loop). Each unfinished summary gets a line. Kinds never run yet are listed
 as unknown: run one of each first. Prints, per sweep and in all, the runs left, CPU-hours
 and wall-clock hours at ``--parallel`` jobs (one CPU each).
 
+Costs are CPU seconds (the process's time on every thread) where records and checkpoints
+keep them; older ones kept wall seconds alone, which equal the CPU seconds of a one-thread run
+that had its core to itself and overstate them where runs shared the cores (three runs on two
+cores: by half).
+
 The records that set the prices are those of ``--results`` itself, or of the roots
 ``--priced-from`` names instead (a published root under ``results/``): a sweep not yet
 started is priced from the runs that made the published figures. Their pace is that of the
@@ -58,20 +63,28 @@ def observed(roots: list[Path]) -> dict:
             continue
         cfg = r["config"]
         key = (cfg["dataset"]["name"], cfg["method"], size(cfg), ",".join(cfg["evaluation"]["models"]))
-        evals[key].append(r["timings"].get("evaluation", 0.0) / learner_seeds(cfg))
+        evals[key].append(cpu_or_wall(r["timings"], "evaluation") / learner_seeds(cfg))
         d = r.get("distill") or {}
         if d and not d.get("cached"):
             if d.get("outer_steps"):
                 for kind in distill_kinds(cfg):
-                    per_step[kind].append(d["seconds"] / d["outer_steps"])
+                    per_step[kind].append((d.get("cpu_seconds") or d["seconds"]) / d["outer_steps"])
                 batches[(cfg["dataset"]["name"], cfg["distill"]["outer"]["batch_size"])] = d["batches_per_epoch"]
     for path in (p for root in roots for p in sorted(root.glob("train/*/record.json"))):
         r = json.loads(path.read_text())
         if r.get("status") == "complete":
             cfg = r["config"]
-            teachers[(cfg["dataset"]["name"], cfg["model"]["name"], cfg["max_len"])].append(r["timings"]["total"])
+            teachers[(cfg["dataset"]["name"], cfg["model"]["name"], cfg["max_len"])].append(cpu_or_wall(r["timings"], "total"))
     med = lambda d: {k: statistics.median(v) for k, v in d.items()}  # noqa: E731
     return {"eval": med(evals), "teacher": med(teachers), "per_step": med(per_step), "batches": batches}
+
+
+def cpu_or_wall(timings: dict, section: str) -> float:
+    """A record's section in CPU seconds (process time, every thread's), or, in a record from
+    before those were kept, its wall seconds: the same for a one-thread run alone on its core,
+    more where runs shared the cores."""
+    cpu = timings.get("cpu_seconds") or {}
+    return cpu[section] if section in cpu else timings.get(section, 0.0)
 
 
 def learner_seeds(cfg: dict) -> int:
@@ -108,8 +121,9 @@ def distill_cost(cfg: dict, summary: Path, seen: dict) -> tuple[float, int, int]
         import torch
         state = torch.load(summary / "state.pt", map_location="cpu", weights_only=False)["state"]
         done = state["step"]
-        if done and state.get("seconds"):
-            rate = state["seconds"] / done   # its own pace, validations included
+        spent = state.get("cpu_seconds") or state.get("seconds")   # CPU time where counted
+        if done and spent:
+            rate = spent / done   # its own pace, validations included
     outer = RunConfig.of(cfg).distill.outer
     per_epoch = seen["batches"].get((cfg["dataset"]["name"], outer.batch_size))
     if rate is None or per_epoch is None:

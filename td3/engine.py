@@ -305,7 +305,7 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
     engine = BilevelEngine(run, data, teacher, device, teachers=teachers)
     summary = engine.summary
     state = {"step": 0, "best_score": -math.inf, "best_step": None, "history": [], "validations": [],
-             "averaged": []}   # distill.average_last: the learned tensors of the summaries averaged, by step
+             "averaged": [], "cpu_seconds": 0.0}   # averaged (distill.average_last): the learned tensors, by step
     best_state = {k: v.detach().clone() for k, v in summary.state_dict().items()}
     summary_dir.mkdir(parents=True, exist_ok=True)
     ckpt = summary_dir / "state.pt"
@@ -347,7 +347,7 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
     try:
         state["attempts"] = state.get("attempts", 0) + 1
         for step in range(state["step"], engine.total_steps):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             entry = engine.step(step)
             step_seconds.append(time.perf_counter() - t0)
             state["history"].append(entry)
@@ -368,8 +368,11 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
                     best_state = {k: v.detach().clone() for k, v in summary.state_dict().items()}
                 if in_average(state["step"], engine.total_steps, d.average_last):
                     state["averaged"].append((state["step"], {k: v.detach().clone() for k, v in summary.named_parameters()}))
-            # wall time of the distillation over every attempt (a resumed run counts its earlier ones)
+            # wall and CPU time of the distillation over every attempt (a resumed run counts its
+            # earlier ones); CPU time is its cost whether or not other runs shared the cores
             state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - t0
+            if "cpu_seconds" in state:   # not counted by a checkpoint from before it was: unknown
+                state["cpu_seconds"] += time.process_time() - c0
             if (state["step"] % d.checkpoint_every == 0 or stop.requested()) and not last:
                 records.torch_save({**engine.state_dict(), "state": state, "best_summary": best_state}, ckpt)
                 stop.check(f"after outer step {state['step']} (checkpoint {ckpt})")
@@ -395,6 +398,7 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
             "best_step": state["best_step"], "best_valid_MRR@10": state["best_score"],
             "validations": state["validations"], "history": state["history"],
             "seconds": round(state.get("seconds", 0.0), 3), "attempts": state.get("attempts", 1),
+            "cpu_seconds": round(state["cpu_seconds"], 3) if "cpu_seconds" in state else None,
             "seconds_per_outer_step": round(float(np.median(step_seconds)), 3) if step_seconds else None}
     if averaged is not None:  # the kept summary is this mean, not the best step's
         info["kept"], info["average"] = "average", averaged

@@ -447,22 +447,27 @@ def is_complete(run_dir: str | Path, verify: bool = True) -> bool:
 
 # --------------------------------------------------------------- the record
 class Timer:
-    """Named wall-clock sections: ``with timer("train"): ...`` adds to timer.seconds['train']."""
+    """Named sections: ``with timer("train"): ...`` adds the section's wall seconds to
+    timer.seconds['train'] and the process's CPU seconds (every thread's) to timer.cpu['train'].
+    Wall time is what a run took; CPU time is what it cost, whatever else shared the cores."""
 
     def __init__(self):
-        self.start = time.perf_counter()
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
         self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
+            self.cpu[name] = round(self.cpu.get(name, 0.0) + time.process_time() - c0, 3)
 
     def as_dict(self) -> dict:
-        return {**self.seconds, "total": round(time.perf_counter() - self.start, 3)}
+        return {**self.seconds, "total": round(time.perf_counter() - self.start, 3),
+                "cpu_seconds": {**self.cpu, "total": round(time.process_time() - self.cpu_start, 3)}}
 
 
 def new_record(kind: str, config: dict, sig: str) -> dict:

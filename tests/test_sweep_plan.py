@@ -53,7 +53,8 @@ def test_a_stopped_distillation_is_priced_by_its_steps_left(tmp_path):
     left = steps - state["step"]
     assert f": {left} of {steps} outer steps left, " in line
     minutes = float(line.split("left, ")[1].split()[0])
-    assert abs(minutes - state["seconds"] / state["step"] * left / 60) <= 0.051
+    assert 0 < state["cpu_seconds"] and state["cpu_seconds"] != state["seconds"]  # CPU time, not wall
+    assert abs(minutes - state["cpu_seconds"] / state["step"] * left / 60) <= 0.051
     assert not [x for x in lines if "to distil" in x and x is not line]  # seed 0's summary is done
 
     # A root where nothing has run yet, priced from this one's records: every point is left,
@@ -69,15 +70,25 @@ def test_a_stopped_distillation_is_priced_by_its_steps_left(tmp_path):
     for x in priced:
         assert f": {steps} of {steps} outer steps left, " in x
         minutes = float(x.split("left, ")[1].split()[0])
-        assert abs(minutes - record["seconds"] / record["outer_steps"] * steps / 60) <= 0.051
+        assert abs(minutes - record["cpu_seconds"] / record["outer_steps"] * steps / 60) <= 0.051
     missing = subprocess.run([sys.executable, "benchmarks/sweep_plan.py", "--results", str(tmp_path / "fresh"),
                               "--priced-from", str(tmp_path / "nowhere"), "smoke"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert missing.returncode != 0 and "--priced-from" in missing.stderr and "nowhere" in missing.stderr
 
+    # A checkpoint from before CPU time was counted: the resumed run does not count the rest of
+    # it as if it were the whole (its record says it does not know), and its wall time goes on.
+    saved = torch.load(checkpoint, weights_only=False)
+    del saved["state"]["cpu_seconds"]
+    torch.save(saved, checkpoint)
+    subprocess.run([*distill, "seed=1"], cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
+    (resumed,) = [p for p in (tmp_path / "runs" / "distill").glob("*/record.json") if p != done]
+    info = json.loads(resumed.read_text())["distill"]
+    assert info["cpu_seconds"] is None and info["seconds"] > state["seconds"] and info["attempts"] == 2
+
 
 def _write_record(root: Path, name: str, *, model="sasrec", learners=(), loss="cloze", steps=200,
-                  seconds_per_step=1.0, outer_steps=100):
+                  seconds_per_step=1.0, outer_steps=100, cpu_per_step=None):
     distill = {"steps": steps, "window": 40, "sampled_items": 0, "learners": list(learners),
                "validate_learners": "model", "outer": {"batch_size": 4096},
                "inner": {"batch_size": 15, "embedding": "trainable", "bidirectional_loss": loss}}
@@ -87,6 +98,9 @@ def _write_record(root: Path, name: str, *, model="sasrec", learners=(), loss="c
     record = {"status": "complete", "config": config, "timings": {"evaluation": 10.0},
               "distill": {"outer_steps": outer_steps, "seconds": seconds_per_step * outer_steps,
                           "batches_per_epoch": 24}}
+    if cpu_per_step is not None:   # a record that kept CPU time
+        record["distill"]["cpu_seconds"] = cpu_per_step * outer_steps
+        record["timings"]["cpu_seconds"] = {"evaluation": 4.0, "total": 5.0}
     (root / "distill" / name).mkdir(parents=True)
     (root / "distill" / name / "record.json").write_text(json.dumps(record))
     return config
@@ -115,3 +129,19 @@ def test_a_distillation_is_priced_by_the_records_of_its_finest_kind(tmp_path):
     gru = json.loads(json.dumps(sasrec))
     gru["model"]["name"] = "gru4rec"   # no record of a GRU4Rec-only distillation
     assert sweep_plan.pace(gru, seen) is None
+
+
+def test_a_record_that_kept_cpu_time_prices_by_it_not_by_its_wall_time(tmp_path):
+    """Three runs sharing two cores took 1.5 wall seconds per CPU second: a record's CPU
+    seconds price its kind; a record from before they were kept is priced by its wall time."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import sweep_plan
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    shared = _write_record(tmp_path / "new", "a", seconds_per_step=6.0, cpu_per_step=4.0)
+    _write_record(tmp_path / "old", "a", seconds_per_step=6.0)
+    new, old = sweep_plan.observed([tmp_path / "new"]), sweep_plan.observed([tmp_path / "old"])
+    assert sweep_plan.pace(shared, new) == 4.0 and sweep_plan.pace(shared, old) == 6.0
+    key = ("ml-100k", "td3", "50x50", "sasrec")
+    assert new["eval"][key] == 4.0 and old["eval"][key] == 10.0
