@@ -88,9 +88,9 @@ def test_a_stopped_distillation_is_priced_by_its_steps_left(tmp_path):
 
 
 def _write_record(root: Path, name: str, *, model="sasrec", learners=(), loss="cloze", steps=200,
-                  seconds_per_step=1.0, outer_steps=100, cpu_per_step=None):
+                  seconds_per_step=1.0, outer_steps=100, cpu_per_step=None, outer_batch=4096):
     distill = {"steps": steps, "window": 40, "sampled_items": 0, "learners": list(learners),
-               "validate_learners": "model", "outer": {"batch_size": 4096},
+               "validate_learners": "model", "outer": {"batch_size": outer_batch},
                "inner": {"batch_size": 15, "embedding": "trainable", "bidirectional_loss": loss}}
     config = {"dataset": {"name": "ml-100k"}, "method": "td3", "seed": 0, "model": {"name": model},
               "summary": {"mu": 50, "zeta": 50}, "distill": distill,
@@ -126,6 +126,9 @@ def test_a_distillation_is_priced_by_the_records_of_its_finest_kind(tmp_path):
     shorter = json.loads(json.dumps(cloze))
     shorter["distill"]["steps"] = 100   # no record of this inner loop: the four learners' median
     assert sweep_plan.pace(shorter, seen) == 7.0
+    wider = _write_record(tmp_path, "d", seconds_per_step=3.0, outer_batch=8192)   # a larger real batch
+    seen = sweep_plan.observed([tmp_path])
+    assert sweep_plan.pace(wider, seen) == 3.0 and sweep_plan.pace(sasrec, seen) == 1.5
     gru = json.loads(json.dumps(sasrec))
     gru["model"]["name"] = "gru4rec"   # no record of a GRU4Rec-only distillation
     assert sweep_plan.pace(gru, seen) is None
