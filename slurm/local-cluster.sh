@@ -6,7 +6,7 @@
 #
 #   slurm/local-cluster.sh start     # prints the line to eval: export SLURM_CONF=...
 #   slurm/local-cluster.sh status
-#   slurm/local-cluster.sh stop      # stops the daemons (state is kept; --purge deletes it)
+#   slurm/local-cluster.sh stop      # cancels every job, stops the daemons (state is kept; --purge deletes it)
 #
 # Needs: apt-get install slurmctld slurmd slurm-client slurmdbd munge mariadb-server
 # Environment: TD3_SLURM_DIR (default /tmp/td3-slurm), TD3_SLURM_CPUS (default: nproc; more
@@ -247,6 +247,9 @@ stop_pid() {  # stop_pid NAME PIDFILE
   rm -f "$pidfile"
 }
 
+# Jobs are cancelled first: a job whose daemons stop under it would be requeued at the next start
+# (node failure) and run again with nothing to collect it. Runs resume from their checkpoints when
+# their sweep is launched again.
 cmd_stop() {
   if [ -f "$STATE/slurm.conf" ] && alive "$STATE/run/slurmctld.pid"; then
     SLURM_CONF="$STATE/slurm.conf" scancel --full --quiet -u root 2>/dev/null || true
