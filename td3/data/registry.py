@@ -10,7 +10,7 @@ RecBole atomic file a mirror holds or as the official GroupLens zip. They hold t
 rows in the same order, so they prepare to the same sequences; they are tried in order.
 
 Checksum provenance (never invented; see each entry):
-- ``ml-100k.inter``: /work/shared/datasets/README.md (the project's data mirror).
+- ``ml-100k.inter``: the data mirror's README (``$TD3_DATA_MIRROR/README.md``).
 - GroupLens ``ml-100k.zip`` / ``ml-1m.zip``: TensorFlow Datasets,
   ``tensorflow_datasets/url_checksums/movielens.txt`` (same values, and the same byte
   sizes 4,924,029 / 5,917,549, appear in several independent projects).
@@ -106,7 +106,7 @@ _SPECS = (
         sources=(
             RawSource(
                 format="atomic", file_name="ml-100k.inter", url=None,
-                # /work/shared/datasets/README.md
+                # the data mirror's README ($TD3_DATA_MIRROR/README.md)
                 sha256="4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
                 mirror_path="ml-100k/ml-100k.inter"),
             RawSource(
@@ -134,7 +134,7 @@ _SPECS = (
         sources=(
             RawSource(
                 format="ml-1m", file_name="ratings.dat.gz", url=None,
-                # /work/shared/datasets/README.md
+                # the data mirror's README ($TD3_DATA_MIRROR/README.md)
                 sha256="2fedcf5405373a49df4041e3d3fe1e8db9eacf2c77c209ae1f686ea06b7a16d9",
                 mirror_path="ml-1m-users1-2999/ratings.dat.gz"),
         ),
@@ -167,7 +167,7 @@ _SPECS = (
                 format="amazon-2018", file_name="Magazine_Subscriptions.csv",
                 url="https://jmcauley.ucsd.edu/data/amazon_v2/categoryFilesSmall/"
                     "Magazine_Subscriptions.csv",
-                # /work/shared/datasets/README.md
+                # the data mirror's README ($TD3_DATA_MIRROR/README.md)
                 sha256="6e1b48a78f7d4713a3f15abb028d5a1258e3c06d04b258b9d478f55d057a6696",
                 mirror_path="magazine-2018/Magazine_Subscriptions.csv"),
         ),
