@@ -553,7 +553,8 @@ def test_more_cpus_than_cores_run_that_many_jobs_and_an_old_hardware_drain_is_li
     """TD3_SLURM_CPUS above the machine's cores (several one-thread runs sharing them): the node
     takes that many one-CPU jobs at once rather than being drained for "Low CPUs". A node that
     an earlier config left drained for such a reason is resumed by the next ``start``; one
-    drained for any other reason is not (the operator's drain stands)."""
+    drained for any other reason is not (the operator's drain stands). A running cluster is not
+    given another configuration: its daemons would not follow it."""
     cores = len(os.sched_getaffinity(0))
     cpus = cores + 1
     state = Path(f"/tmp/td3-test-oversubscribed-{os.getpid()}")
@@ -572,6 +573,12 @@ def test_more_cpus_than_cores_run_that_many_jobs_and_an_old_hardware_drain_is_li
     try:
         run("bash", script, "start", env=env2)
         assert node().startswith(f"idle|{cpus}|")
+        conf = (state / "slurm.conf").read_text()
+        other = subprocess.run(["bash", script, "start"], env={**env2, "TD3_SLURM_CPUS": str(cores)},
+                               capture_output=True, text=True, timeout=300)
+        assert other.returncode == 1 and f"runs with another configuration (CPUs={cpus}, port 7617)" in other.stderr
+        assert (state / "slurm.conf").read_text() == conf and not list(state.glob("*.next"))
+        run("bash", script, "start", env=env2)   # the same configuration: nothing to refuse
         for i in range(cpus):
             run("sbatch", "--parsable", "-c", "1", "-o", str(tmp_path / f"job{i}.out"), "--wrap", "sleep 60")
         all_running = lambda: len(run("squeue", "-h", "-t", "R", "-o", "%i").split()) == cpus  # noqa: E731
