@@ -20,8 +20,7 @@ and wall-clock hours at ``--parallel`` jobs (one CPU each).
 
 Costs are CPU seconds (the process's time on every thread) where records and checkpoints
 keep them; older ones kept wall seconds alone, which equal the CPU seconds of a one-thread run
-that had its core to itself and overstate them where runs shared the cores (three runs on two
-cores: by half).
+that had its core to itself and overstate them where runs shared the cores.
 
 The records that set the prices are those of ``--results`` itself, or of the roots
 ``--priced-from`` names instead (a published root under ``results/``): a sweep not yet
@@ -68,7 +67,7 @@ def observed(roots: list[Path]) -> dict:
         if d and not d.get("cached"):
             if d.get("outer_steps"):
                 for kind in distill_kinds(cfg):
-                    per_step[kind].append((d.get("cpu_seconds") or d["seconds"]) / d["outer_steps"])
+                    per_step[kind].append(spent(d) / d["outer_steps"])
                 batches[(cfg["dataset"]["name"], cfg["distill"]["outer"]["batch_size"])] = d["batches_per_epoch"]
     for path in (p for root in roots for p in sorted(root.glob("train/*/record.json"))):
         r = json.loads(path.read_text())
@@ -85,6 +84,12 @@ def cpu_or_wall(timings: dict, section: str) -> float:
     more where runs shared the cores."""
     cpu = timings.get("cpu_seconds") or {}
     return cpu[section] if section in cpu else timings.get(section, 0.0)
+
+
+def spent(distill: dict) -> float | None:
+    """A distillation's outer loop so far (a record's ``distill`` or a checkpoint's ``state``):
+    CPU seconds where counted (None in one resumed from before they were), else wall seconds."""
+    return distill.get("cpu_seconds") or distill.get("seconds")
 
 
 def learner_seeds(cfg: dict) -> int:
@@ -125,9 +130,8 @@ def distill_cost(cfg: dict, summary: Path, seen: dict) -> tuple[float, int, int]
         import torch
         state = torch.load(summary / "state.pt", map_location="cpu", weights_only=False)["state"]
         done = state["step"]
-        spent = state.get("cpu_seconds") or state.get("seconds")   # CPU time where counted
-        if done and spent:
-            rate = spent / done   # its own pace, validations included
+        if done and spent(state):
+            rate = spent(state) / done   # its own pace, validations included
     outer = RunConfig.of(cfg).distill.outer
     per_epoch = seen["batches"].get((cfg["dataset"]["name"], outer.batch_size))
     if rate is None or per_epoch is None:
