@@ -20,7 +20,8 @@ and wall-clock hours at ``--parallel`` jobs (one CPU each).
 
 Costs are CPU seconds (the process's time on every thread) where records and checkpoints
 keep them; older ones kept wall seconds alone, which equal the CPU seconds of a one-thread run
-that had its core to itself and overstate them where runs shared the cores.
+that had its core to itself and overstate them where runs shared the cores. A summary priced
+from such a checkpoint says so ("wall-minutes"), and the total how much of it is wall time.
 
 The records that set the prices are those of ``--results`` itself, or of the roots
 ``--priced-from`` names instead (a published root under ``results/``): a sweep not yet
@@ -121,23 +122,26 @@ def pace(cfg: dict, seen: dict) -> float | None:
     return next((seen["per_step"][k] for k in distill_kinds(cfg) if k in seen["per_step"]), None)
 
 
-def distill_cost(cfg: dict, summary: Path, seen: dict) -> tuple[float, int, int] | None:
-    """(seconds, outer steps left, outer steps in all) of the summary's distillation, or None
-    when neither its checkpoint nor a record of its kind gives a pace, or no record its
-    dataset's batches per outer epoch."""
-    rate, done = pace(cfg, seen), 0
+def distill_cost(cfg: dict, summary: Path, seen: dict) -> tuple[float, int, int, str] | None:
+    """(seconds, outer steps left, outer steps in all, "CPU" or "wall") of the summary's
+    distillation, or None when neither its checkpoint nor a record of its kind gives a pace, or
+    no record its dataset's batches per outer epoch. "wall": the pace is that of a checkpoint
+    which kept wall seconds alone (made before CPU time was counted), the run's CPU time less
+    where it shared its cores."""
+    rate, done, unit = pace(cfg, seen), 0, "CPU"
     if (summary / "state.pt").is_file():
         import torch
         state = torch.load(summary / "state.pt", map_location="cpu", weights_only=False)["state"]
         done = state["step"]
         if done and spent(state):
             rate = spent(state) / done   # its own pace, validations included
+            unit = "CPU" if state.get("cpu_seconds") else "wall"
     outer = RunConfig.of(cfg).distill.outer
     per_epoch = seen["batches"].get((cfg["dataset"]["name"], outer.batch_size))
     if rate is None or per_epoch is None:
         return None
     total = outer.schedule(per_epoch)[1]
-    return rate * (total - done), total - done, total
+    return rate * (total - done), total - done, total, unit
 
 
 def training_cost(cfg: dict, model: str, seed: int, seen: dict, counted: set, unknown: dict) -> float:
@@ -163,6 +167,7 @@ def plan(root: Path, sweeps: list[str], parallel: int, priced_from: list[Path] |
     seen = observed(priced_from or [root])
     counted_summaries, counted_teachers = set(), set()
     total_seconds, total_left, unknown_all = 0.0, 0, defaultdict(int)
+    wall_priced = 0.0   # seconds priced at a checkpoint's wall pace (no CPU time kept)
     for spec in sweeps:
         name, _, extra = spec.partition(":")
         sweeper = OmegaConf.load(REPO / "sweeps" / f"{name}.yaml").hydra.sweeper
@@ -193,7 +198,11 @@ def plan(root: Path, sweeps: list[str], parallel: int, priced_from: list[Path] |
                     if cost is not None:
                         seconds += cost[0]
                         print(f"  to distil: {summary.name}: {cost[1]} of {cost[2]} outer steps left, "
-                              f"{cost[0] / 60:.1f} CPU-minutes")
+                              f"{cost[0] / 60:.1f} {cost[3]}-minutes"
+                              + (" (its checkpoint kept no CPU time: at its own wall pace)"
+                                 if cost[3] == "wall" else ""))
+                        if cost[3] == "wall":
+                            wall_priced += cost[0]
                     else:
                         unknown[f"{ds} {method} {size(cfg)} distillation"] += 1
             if method in SUMMARY_METHODS or cfg["evaluation"]["protocol"] == "paper":
@@ -208,6 +217,10 @@ def plan(root: Path, sweeps: list[str], parallel: int, priced_from: list[Path] |
     print(f"in all: {total_left} runs left, {total_seconds / 3600:.1f} CPU-hours of known kinds, "
           f"{total_seconds / 3600 / parallel:.1f} h wall at {parallel} parallel jobs"
           + (f"; {sum(unknown_all.values())} costs of kinds never run yet" if unknown_all else ""))
+    if wall_priced:
+        print(f"  of those, {wall_priced / 3600:.1f} are wall hours, at the pace of runs whose checkpoints kept "
+              f"no CPU time: running side by side as they did, each finishes in about its own wall time left, "
+              f"not in the sum divided by the parallel jobs")
     return 0
 
 

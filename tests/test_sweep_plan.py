@@ -81,6 +81,16 @@ def test_a_stopped_distillation_is_priced_by_its_steps_left(tmp_path):
     saved = torch.load(checkpoint, weights_only=False)
     del saved["state"]["cpu_seconds"]
     torch.save(saved, checkpoint)
+    # Until it resumes, it is priced at its wall pace, and the plan says so.
+    plan = subprocess.run([sys.executable, "benchmarks/sweep_plan.py", "--results", str(tmp_path / "runs"),
+                           f"smoke:{LONGER}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert plan.returncode == 0, plan.stderr
+    (line,) = [x for x in plan.stdout.splitlines() if x.startswith(f"  to distil: {checkpoint.parent.name}:")]
+    assert "wall-minutes (its checkpoint kept no CPU time" in line
+    minutes = float(line.split("left, ")[1].split()[0])
+    assert abs(minutes - state["seconds"] / state["step"] * left / 60) <= 0.051
+    (note,) = [x for x in plan.stdout.splitlines() if x.startswith("  of those, ")]
+    assert f"{minutes / 60:.1f} are wall hours" in note
     subprocess.run([*distill, "seed=1"], cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
     (resumed,) = [p for p in (tmp_path / "runs" / "distill").glob("*/record.json") if p != done]
     info = json.loads(resumed.read_text())["distill"]
