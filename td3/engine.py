@@ -9,6 +9,7 @@ equal to an uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -21,6 +22,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import layout, records, stop, summary_training
 from .candidates import draw_candidates
@@ -293,6 +295,34 @@ def load_average(summary: nn.Module, parameters: list[dict]) -> None:
     summary.load_state_dict({**summary.state_dict(), **mean})
 
 
+class Pace:
+    """The progress line a distillation logs at each validation (its run.log, the job's log):
+    where it stands, its validation score, and the time left at this attempt's pace (wall
+    seconds per outer step since it started or resumed, validations included)."""
+
+    def __init__(self, start_step: int, total_steps: int, clock: Callable[[], float] = time.perf_counter):
+        self.start_step, self.total_steps, self.clock = start_step, total_steps, clock
+        self.t0 = clock()
+
+    def line(self, step: int, validation: dict, state: dict) -> str:
+        per_step = (self.clock() - self.t0) / max(1, step - self.start_step)
+        scores = validation.get("by_learner")
+        text = (f"outer step {step} of {self.total_steps}, valid MRR@10 {validation['valid_MRR@10']:.4f}"
+                + (" (" + ", ".join(f"{name} {value:.4f}" for name, value in scores.items()) + ")" if scores else "")
+                + f", best {state['best_score']:.4f} at step {state['best_step']}; {per_step:.1f} s per step")
+        left = self.total_steps - step
+        return text + (f", about {duration(per_step * left)} left" if left else "")
+
+
+def duration(seconds: float) -> str:
+    """``3 h 05 min``, ``12 min``, ``40 s``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
 def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torch.device, report=None,
                   teachers: dict | None = None):
     """Algorithm 1 with validation and checkpoints (``summary_dir/state.pt``).
@@ -344,41 +374,46 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
     step_seconds = []
     bar = tqdm(total=engine.total_steps, initial=state["step"], desc=f"distill {data.name}/{run.method}",
                disable=not run.progress, dynamic_ncols=True, unit="step")
+    # the progress line of each validation goes above the bar, not through it
+    console = logging_redirect_tqdm() if run.progress else contextlib.nullcontext()
+    pace = Pace(state["step"], engine.total_steps)
     try:
-        state["attempts"] = state.get("attempts", 0) + 1
-        for step in range(state["step"], engine.total_steps):
-            t0, c0 = time.perf_counter(), time.process_time()
-            entry = engine.step(step)
-            step_seconds.append(time.perf_counter() - t0)
-            state["history"].append(entry)
-            state["step"] = step + 1
-            last = state["step"] == engine.total_steps
-            if state["step"] % d.validate_every == 0 or last:
-                score, by_learner = validate()
-                validation = {"step": state["step"], "valid_MRR@10": score}
-                if len(by_learner) > 1:
-                    validation["by_learner"] = by_learner
-                state["validations"].append(validation)
-                if d.snapshots:  # the S just validated, whichever rule will pick a step from them
-                    summary.save(layout.snapshot_path(summary_dir, state["step"]), meta={**summary.meta, "validation": validation})
-                if report is not None:
-                    report({"step": state["step"], "valid_MRR@10": score})
-                if score > state["best_score"]:
-                    state.update(best_score=score, best_step=state["step"])
-                    best_state = {k: v.detach().clone() for k, v in summary.state_dict().items()}
-                if in_average(state["step"], engine.total_steps, d.average_last):
-                    state["averaged"].append((state["step"], {k: v.detach().clone() for k, v in summary.named_parameters()}))
-            # wall and CPU time of the distillation over every attempt (a resumed run counts its
-            # earlier ones); CPU time is its cost whether or not other runs shared the cores
-            state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - t0
-            if "cpu_seconds" in state:   # not counted by a checkpoint from before it was: unknown
-                state["cpu_seconds"] += time.process_time() - c0
-            if (state["step"] % d.checkpoint_every == 0 or stop.requested()) and not last:
-                records.torch_save({**engine.state_dict(), "state": state, "best_summary": best_state}, ckpt)
-                stop.check(f"after outer step {state['step']} (checkpoint {ckpt})")
-            bar.update(1)
-            val = state["validations"][-1]["valid_MRR@10"] if state["validations"] else float("nan")
-            bar.set_postfix(ce=f"{entry['ce']:.3f}", fsa=f"{entry['fsa']:.3f}", val=f"{val:.4f}")
+        with console:
+            state["attempts"] = state.get("attempts", 0) + 1
+            for step in range(state["step"], engine.total_steps):
+                t0, c0 = time.perf_counter(), time.process_time()
+                entry = engine.step(step)
+                step_seconds.append(time.perf_counter() - t0)
+                state["history"].append(entry)
+                state["step"] = step + 1
+                last = state["step"] == engine.total_steps
+                if state["step"] % d.validate_every == 0 or last:
+                    score, by_learner = validate()
+                    validation = {"step": state["step"], "valid_MRR@10": score}
+                    if len(by_learner) > 1:
+                        validation["by_learner"] = by_learner
+                    state["validations"].append(validation)
+                    if d.snapshots:  # the S just validated, whichever rule will pick a step from them
+                        summary.save(layout.snapshot_path(summary_dir, state["step"]), meta={**summary.meta, "validation": validation})
+                    if report is not None:
+                        report({"step": state["step"], "valid_MRR@10": score})
+                    if score > state["best_score"]:
+                        state.update(best_score=score, best_step=state["step"])
+                        best_state = {k: v.detach().clone() for k, v in summary.state_dict().items()}
+                    if in_average(state["step"], engine.total_steps, d.average_last):
+                        state["averaged"].append((state["step"], {k: v.detach().clone() for k, v in summary.named_parameters()}))
+                    log.info("%s: %s", summary_dir.name, pace.line(state["step"], validation, state))
+                # wall and CPU time of the distillation over every attempt (a resumed run counts its
+                # earlier ones); CPU time is its cost whether or not other runs shared the cores
+                state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - t0
+                if "cpu_seconds" in state:   # not counted by a checkpoint from before it was: unknown
+                    state["cpu_seconds"] += time.process_time() - c0
+                if (state["step"] % d.checkpoint_every == 0 or stop.requested()) and not last:
+                    records.torch_save({**engine.state_dict(), "state": state, "best_summary": best_state}, ckpt)
+                    stop.check(f"after outer step {state['step']} (checkpoint {ckpt})")
+                bar.update(1)
+                val = state["validations"][-1]["valid_MRR@10"] if state["validations"] else float("nan")
+                bar.set_postfix(ce=f"{entry['ce']:.3f}", fsa=f"{entry['fsa']:.3f}", val=f"{val:.4f}")
     finally:
         bar.close()
 

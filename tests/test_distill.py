@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import shutil
@@ -723,7 +724,7 @@ def test_teachers_being_made_elsewhere_are_taken_last(tmp_path, monkeypatch):
     assert all(place[n].is_done() for n in place) and not records.held_elsewhere(place["gru4rec"].dir)
 
 
-def test_every_inner_learner_can_validate_the_summary(tmp_path, monkeypatch):
+def test_every_inner_learner_can_validate_the_summary(tmp_path, monkeypatch, caplog):
     """distill.validate_learners=all: each validation trains every inner learner on S and
     scores their mean MRR@10 (each learner's kept beside it); the outer steps are those of
     the run whose model validates alone, so only the step picked as the best can differ.
@@ -735,6 +736,7 @@ def test_every_inner_learner_can_validate_the_summary(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TD3_DATA_DIR", str(tmp_path / "data"))
     infos = {}
+    caplog.set_level(logging.INFO, logger="td3.engine")
     for who in ("model", "all"):
         cfg = compose_config([*[o for o in SMALL if not o.startswith("distill.outer.batch_size=")],
                               "distill.outer.batch_size=200", f"distill.learners=[{','.join(LEARNERS)}]",
@@ -764,6 +766,31 @@ def test_every_inner_learner_can_validate_the_summary(tmp_path, monkeypatch):
         assert b["valid_MRR@10"] == pytest.approx(sum(b["by_learner"].values()) / len(LEARNERS), abs=1e-12)
         assert len(set(b["by_learner"].values())) == len(LEARNERS)  # four learners, four scores
     assert every["best_valid_MRR@10"] == max(v["valid_MRR@10"] for v in every["validations"])
+    # each validation logs where the run stands (run.log and the job's log say it without a bar)
+    lines = [r.getMessage() for r in caplog.records if r.name == "td3.engine" and "valid MRR@10" in r.getMessage()]
+    assert len(lines) == len(alone["validations"]) + len(every["validations"])
+    total = every["outer_steps"]
+    for line, validation in zip(lines[len(alone["validations"]):], every["validations"]):
+        assert line.startswith("summary: outer step %d of %d, valid MRR@10 %.4f (" % (validation["step"], total,
+                                                                                       validation["valid_MRR@10"]))
+        for name, value in validation["by_learner"].items():
+            assert f"{name} {value:.4f}" in line
+        assert ("left" in line) == (validation["step"] < total)
+    assert lines[-1].endswith(" s per step") and f"best {every['best_valid_MRR@10']:.4f} at step {every['best_step']};" in lines[-1]
+
+
+def test_the_progress_line_prices_the_steps_left_at_this_attempts_pace():
+    """A resumed run's pace counts only the steps it made since it resumed."""
+    from td3.engine import Pace, duration
+
+    now = [100.0]
+    pace = Pace(start_step=600, total_steps=2160, clock=lambda: now[0])
+    now[0] += 50 * 20.0   # 50 steps at 20 s each, since the resume
+    state = {"best_score": 0.2791, "best_step": 650}
+    line = pace.line(650, {"step": 650, "valid_MRR@10": 0.2791}, state)
+    assert line == "outer step 650 of 2160, valid MRR@10 0.2791, best 0.2791 at step 650; 20.0 s per step, about 8 h 23 min left"
+    assert [duration(x) for x in (0, 59.4, 60, 719, 3599, 3600, 3629, 3631, 86400)] == \
+        ["0 s", "59 s", "1 min", "12 min", "1 h 00 min", "1 h 00 min", "1 h 00 min", "1 h 01 min", "24 h 00 min"]
 
 
 def test_the_last_validated_summaries_can_be_averaged_and_the_average_resumes(tmp_path, monkeypatch):
