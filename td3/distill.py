@@ -109,6 +109,7 @@ def _distill(run: RunConfig, sig: str, run_dir: Path, report) -> Path:
                                         "metrics": trained.metrics, "best_epoch": trained.best_epoch,
                                         "seconds": round(trained.seconds, 3), "valid_curve": trained.curve})
                     per_user.append(trained.per_user.assign(model=name, seed=seed))
+                    log.info("evaluated %s", evaluated(run, name, seed, trained, len(evaluations)))
                     if trained.train_run:
                         train_runs.append(trained.train_run)
     except TrainingError as exc:
@@ -145,6 +146,16 @@ def mean_over_seeds(results: list[dict]) -> dict:
 
 
 # ------------------------------------------- what the learners train on
+def evaluated(run: RunConfig, name: str, seed: int, trained: Trained, done: int) -> str:
+    """The log line of one learner evaluated (a line each, so that a batch job's log shows
+    where a long evaluation stands)."""
+    test = trained.metrics["test"]
+    protocol = next(iter(test))
+    total = len(run.evaluation.models) * len(run.evaluation.seeds)
+    return (f"{name} (seed {seed}, {done} of {total}): test NDCG@10 {test[protocol]['NDCG@10']:.4f} ({protocol}), "
+            f"best epoch {trained.best_epoch}, {trained.seconds:.0f} s")
+
+
 def _training_options(run: RunConfig, seed: int, device) -> dict:
     """The evaluation settings every learner trained on a summary or on sequences shares."""
     ev = run.evaluation

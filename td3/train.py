@@ -128,6 +128,11 @@ def _train(cfg: dict, sig: str, run_dir: Path) -> Path:
         raise
     finally:
         bar.close()
+    log.info("trained %s on %s: %d epochs%s, best valid %s %.4f at epoch %d, %.1f s per epoch",
+             run.model.name, data.name, state["epoch"],
+             " (stopped early: no better validation for %d)" % t.patience if state["epoch"] < t.epochs else "",
+             select_metric, state["best_score"], state["best_epoch"],
+             float(np.median(epoch_seconds)) if epoch_seconds else float("nan"))
 
     with timer("test"):
         model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=True))

@@ -246,8 +246,20 @@ def test_basic_sweep_runs_skips_and_records_failures(tmp_path):
     assert sorted(r["config"]["method"] for r in recs.values()) == ["random", "td3"]
     td3 = next(r for r in recs.values() if r["config"]["method"] == "td3")
     assert td3["config"].get("sweep") == {"name": "smoke"}
-    # the sweep's run keeps its log
-    assert "complete" in (next(tmp_path.glob("runs/distill/*td3*")) / "run.log").read_text()
+    # the sweep's run keeps its log: its teacher, each validation, each learner evaluated
+    log = (next(tmp_path.glob("runs/distill/*td3*")) / "run.log").read_text()
+    assert "complete" in log
+    (teacher,) = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "train").glob("*/record.json")]
+    assert (f"trained sasrec on synthetic: {teacher['epochs_run']} epochs" in log
+            and f"best valid MRR@10 {teacher['history'][teacher['best_epoch'] - 1]['valid_MRR@10']:.4f} "
+                f"at epoch {teacher['best_epoch']}" in log), log
+    validations = td3["distill"]["validations"]
+    assert log.count("valid MRR@10") == len(validations) + 1, log   # the teacher's line, then each validation
+    last = validations[-1]
+    assert f"outer step {last['step']} of {td3['distill']['outer_steps']}, valid MRR@10 {last['valid_MRR@10']:.4f}" in log
+    (evaluation,) = td3["evaluations"]
+    ndcg = evaluation["metrics"]["test"]["recbole100"]["NDCG@10"]
+    assert f"evaluated sasrec (seed 0, 1 of 1): test NDCG@10 {ndcg:.4f} (recbole100), best epoch {evaluation['best_epoch']}" in log
 
     # Relaunch: every point is complete, nothing runs (records untouched).
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs" / "distill").glob("*/record.json")}
