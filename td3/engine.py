@@ -377,45 +377,42 @@ def learn_summary(run: RunConfig, data, teacher, summary_dir: Path, device: torc
     # the progress line of each validation goes above the bar, not through it
     console = logging_redirect_tqdm() if run.progress else contextlib.nullcontext()
     pace = Pace(state["step"], engine.total_steps)
-    try:
-        with console:
-            state["attempts"] = state.get("attempts", 0) + 1
-            for step in range(state["step"], engine.total_steps):
-                t0, c0 = time.perf_counter(), time.process_time()
-                entry = engine.step(step)
-                step_seconds.append(time.perf_counter() - t0)
-                state["history"].append(entry)
-                state["step"] = step + 1
-                last = state["step"] == engine.total_steps
-                if state["step"] % d.validate_every == 0 or last:
-                    score, by_learner = validate()
-                    validation = {"step": state["step"], "valid_MRR@10": score}
-                    if len(by_learner) > 1:
-                        validation["by_learner"] = by_learner
-                    state["validations"].append(validation)
-                    if d.snapshots:  # the S just validated, whichever rule will pick a step from them
-                        summary.save(layout.snapshot_path(summary_dir, state["step"]), meta={**summary.meta, "validation": validation})
-                    if report is not None:
-                        report({"step": state["step"], "valid_MRR@10": score})
-                    if score > state["best_score"]:
-                        state.update(best_score=score, best_step=state["step"])
-                        best_state = {k: v.detach().clone() for k, v in summary.state_dict().items()}
-                    if in_average(state["step"], engine.total_steps, d.average_last):
-                        state["averaged"].append((state["step"], {k: v.detach().clone() for k, v in summary.named_parameters()}))
-                    log.info("%s: %s", summary_dir.name, pace.line(state["step"], validation, state))
-                # wall and CPU time of the distillation over every attempt (a resumed run counts its
-                # earlier ones); CPU time is its cost whether or not other runs shared the cores
-                state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - t0
-                if "cpu_seconds" in state:   # not counted by a checkpoint from before it was: unknown
-                    state["cpu_seconds"] += time.process_time() - c0
-                if (state["step"] % d.checkpoint_every == 0 or stop.requested()) and not last:
-                    records.torch_save({**engine.state_dict(), "state": state, "best_summary": best_state}, ckpt)
-                    stop.check(f"after outer step {state['step']} (checkpoint {ckpt})")
-                bar.update(1)
-                val = state["validations"][-1]["valid_MRR@10"] if state["validations"] else float("nan")
-                bar.set_postfix(ce=f"{entry['ce']:.3f}", fsa=f"{entry['fsa']:.3f}", val=f"{val:.4f}")
-    finally:
-        bar.close()
+    with bar, console:   # the bar is closed however the loop ends
+        state["attempts"] = state.get("attempts", 0) + 1
+        for step in range(state["step"], engine.total_steps):
+            t0, c0 = time.perf_counter(), time.process_time()
+            entry = engine.step(step)
+            step_seconds.append(time.perf_counter() - t0)
+            state["history"].append(entry)
+            state["step"] = step + 1
+            last = state["step"] == engine.total_steps
+            if state["step"] % d.validate_every == 0 or last:
+                score, by_learner = validate()
+                validation = {"step": state["step"], "valid_MRR@10": score}
+                if len(by_learner) > 1:
+                    validation["by_learner"] = by_learner
+                state["validations"].append(validation)
+                if d.snapshots:  # the S just validated, whichever rule will pick a step from them
+                    summary.save(layout.snapshot_path(summary_dir, state["step"]), meta={**summary.meta, "validation": validation})
+                if report is not None:
+                    report({"step": state["step"], "valid_MRR@10": score})
+                if score > state["best_score"]:
+                    state.update(best_score=score, best_step=state["step"])
+                    best_state = {k: v.detach().clone() for k, v in summary.state_dict().items()}
+                if in_average(state["step"], engine.total_steps, d.average_last):
+                    state["averaged"].append((state["step"], {k: v.detach().clone() for k, v in summary.named_parameters()}))
+                log.info("%s: %s", summary_dir.name, pace.line(state["step"], validation, state))
+            # wall and CPU time of the distillation over every attempt (a resumed run counts its
+            # earlier ones); CPU time is its cost whether or not other runs shared the cores
+            state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - t0
+            if "cpu_seconds" in state:   # not counted by a checkpoint from before it was: unknown
+                state["cpu_seconds"] += time.process_time() - c0
+            if (state["step"] % d.checkpoint_every == 0 or stop.requested()) and not last:
+                records.torch_save({**engine.state_dict(), "state": state, "best_summary": best_state}, ckpt)
+                stop.check(f"after outer step {state['step']} (checkpoint {ckpt})")
+            bar.update(1)
+            val = state["validations"][-1]["valid_MRR@10"] if state["validations"] else float("nan")
+            bar.set_postfix(ce=f"{entry['ce']:.3f}", fsa=f"{entry['fsa']:.3f}", val=f"{val:.4f}")
 
     averaged = None
     if state["averaged"]:  # distill.average_last: the mean of the last validated summaries is kept
