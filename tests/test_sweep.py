@@ -87,6 +87,7 @@ def test_every_sweep_file_expands():
     assert sizes["magazine_farzi_learners"] == 3 * 3  # seeds × (td3, farzi, full)
     assert sizes["magazine_learners_trainable"] == 3 * 3
     assert sizes["magazine_validate_learners"] == 3 * 3
+    assert sizes["magazine_ranks"] == 3  # seeds × td3 at full ranks; the rest is magazine_learners_trainable's
 
 
 def test_a_sweep_evaluating_more_learners_reuses_the_summaries_it_names():
@@ -125,6 +126,27 @@ def test_a_magazine_sweep_differs_from_the_one_it_is_set_beside_in_its_settings_
         a["distill"] = {k: v for k, v in a["distill"].items() if k not in settings}
         b["distill"] = {k: v for k, v in b["distill"].items() if k not in settings}
         assert a == b
+
+
+def test_magazine_ranks_differs_from_the_td3_runs_it_is_set_beside_in_the_ranks_alone():
+    """magazine_ranks is compared with magazine_learners_trainable's TD3 and Farzi runs: its TD3
+    runs are theirs but for the Tucker ranks, the largest 30x20 allows, and the summary stores
+    fewer numbers than Farzi's at the same size."""
+    import torch
+    from td3.summary import TuckerSummary
+
+    new = {c["seed"]: c for c in sweep_configs("magazine_ranks")}
+    old = {c["seed"]: c for c in sweep_configs("magazine_learners_trainable", ["method=td3"])}
+    assert new.keys() == old.keys() == {0, 1, 2}
+    for seed in new:
+        a, b = dict(new[seed]), dict(old[seed])
+        assert (b["summary"]["d1"], b["summary"]["d2"], a["summary"]["d1"], a["summary"]["d2"]) == (16, 16, 30, 20)
+        a["summary"] = {k: v for k, v in a["summary"].items() if k not in ("d1", "d2")}
+        b["summary"] = {k: v for k, v in b["summary"].items() if k not in ("d1", "d2")}
+        assert a == b
+    sizes = {ranks: sum(p.numel() for p in TuckerSummary(30, 20, 3_000, torch.zeros(3_000, 32), *ranks).parameters())
+             for ranks in ((16, 16), (30, 20))}
+    assert sizes == {(16, 16): 8_992, (30, 20): 20_500}
 
 
 def test_jobs_sharing_a_summary_start_after_every_distinct_one():
