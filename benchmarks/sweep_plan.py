@@ -68,7 +68,7 @@ def observed(roots: list[Path]) -> dict:
         if d and not d.get("cached"):
             if d.get("outer_steps"):
                 for kind in distill_kinds(cfg):
-                    per_step[kind].append(spent(d) / d["outer_steps"])
+                    per_step[kind].append(spent(d)[0] / d["outer_steps"])
                 batches[(cfg["dataset"]["name"], cfg["distill"]["outer"]["batch_size"])] = d["batches_per_epoch"]
     for path in (p for root in roots for p in sorted(root.glob("train/*/record.json"))):
         r = json.loads(path.read_text())
@@ -87,10 +87,13 @@ def cpu_or_wall(timings: dict, section: str) -> float:
     return cpu[section] if section in cpu else timings.get(section, 0.0)
 
 
-def spent(distill: dict) -> float | None:
-    """A distillation's outer loop so far (a record's ``distill`` or a checkpoint's ``state``):
-    CPU seconds where counted (None in one resumed from before they were), else wall seconds."""
-    return distill.get("cpu_seconds") or distill.get("seconds")
+def spent(distill: dict) -> tuple[float | None, str]:
+    """A distillation's outer loop so far (a record's ``distill`` or a checkpoint's ``state``)
+    and its unit: (CPU seconds, "CPU") where counted (None in one resumed from before they
+    were), else (wall seconds, "wall")."""
+    if distill.get("cpu_seconds"):
+        return distill["cpu_seconds"], "CPU"
+    return distill.get("seconds"), "wall"
 
 
 def learner_seeds(cfg: dict) -> int:
@@ -132,10 +135,9 @@ def distill_cost(cfg: dict, summary: Path, seen: dict) -> tuple[float, int, int,
     if (summary / "state.pt").is_file():
         import torch
         state = torch.load(summary / "state.pt", map_location="cpu", weights_only=False)["state"]
-        done = state["step"]
-        if done and spent(state):
-            rate = spent(state) / done   # its own pace, validations included
-            unit = "CPU" if state.get("cpu_seconds") else "wall"
+        done, (seconds, kept) = state["step"], spent(state)
+        if done and seconds:
+            rate, unit = seconds / done, kept   # its own pace, validations included
     outer = RunConfig.of(cfg).distill.outer
     per_epoch = seen["batches"].get((cfg["dataset"]["name"], outer.batch_size))
     if rate is None or per_epoch is None:

@@ -146,16 +146,6 @@ def mean_over_seeds(results: list[dict]) -> dict:
 
 
 # ------------------------------------------- what the learners train on
-def evaluated(run: RunConfig, name: str, seed: int, trained: Trained, done: int) -> str:
-    """The log line of one learner evaluated (a line each, so that a batch job's log shows
-    where a long evaluation stands)."""
-    test = trained.metrics["test"]
-    protocol = next(iter(test))
-    total = len(run.evaluation.models) * len(run.evaluation.seeds)
-    return (f"{name} (seed {seed}, {done} of {total}): test NDCG@10 {test[protocol]['NDCG@10']:.4f} ({protocol}), "
-            f"best epoch {trained.best_epoch}, {trained.seconds:.0f} s")
-
-
 def _training_options(run: RunConfig, seed: int, device) -> dict:
     """The evaluation settings every learner trained on a summary or on sequences shares."""
     ev = run.evaluation
@@ -280,6 +270,17 @@ def _cached_summary(summary_dir: Path, device, teacher) -> tuple | None:
         marker.unlink()
         return None
     return summary, info
+
+
+# ------------------------------------------------------ what a run reports
+def evaluated(run: RunConfig, name: str, seed: int, trained: Trained, done: int) -> str:
+    """The log line of one learner evaluated (a line each, so that a batch job's log shows
+    where a long evaluation stands)."""
+    test = trained.metrics["test"]
+    protocol = next(iter(test))
+    total = len(run.evaluation.models) * len(run.evaluation.seeds)
+    return (f"{name} (seed {seed}, {done} of {total}): test NDCG@10 {test[protocol]['NDCG@10']:.4f} ({protocol}), "
+            f"best epoch {trained.best_epoch}, {trained.seconds:.0f} s")
 
 
 def headline(record: dict) -> list[str]:
