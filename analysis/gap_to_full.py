@@ -17,7 +17,11 @@ intervals (95%) that answer two questions:
   another draw of test users give another gap?). The figure is the mean over the same test
   users on both sides; which users those are is chance, the same for every seed.
 ``--goal G`` adds the share of user resamples in which the gap is at least G (a goal of
-"within 2 points" is ``--goal -2``). ``--split valid`` compares the validation figures
+"within 2 points" is ``--goal -2``). With several learners on seeds both sides ran, a last
+line pools them: the mean gap over every (learner, seed) pair with its paired t-test, the
+same over the seeds' means across the learners (the learners of one seed share a summary, so
+its pairs are not independent), and with ``--goal G`` the one-sided p-value that the mean gap
+exceeds G (e.g. ``--goal 1`` for "at least one point above"). ``--split valid`` compares the validation figures
 instead, e.g. to choose between two settings without looking at the test users.
 """
 from __future__ import annotations
@@ -33,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from load import load, matching  # noqa: E402
-from stats import bootstrap_mean, paired  # noqa: E402
+from stats import above, bootstrap_mean, paired  # noqa: E402
 from td3 import records  # noqa: E402  (light: per-user files are read with pandas)
 
 
@@ -100,6 +104,7 @@ def main(argv=None) -> int:
           f"{len(full)} {' '.join(args.against)} runs; {args.split} {args.metric} under {args.protocol}, points")
     models = [m for m in dict.fromkeys(summary.index.get_level_values("model"))
               if m in set(reference.index.get_level_values("model"))]
+    pairs = {}   # (model, seed) -> the summary's and the reference's mean over users
     for model in models:
         s, f = summary.loc[model].unstack("run_seed"), reference.loc[model].unstack("run_seed")
         users = s.index.intersection(f.index)
@@ -114,11 +119,28 @@ def main(argv=None) -> int:
             seeds = sorted(s.columns)
             over_seeds = paired(s[seeds].mean().to_numpy(), f[seeds].mean().to_numpy())
             line += f"; 95% over seeds [{over_seeds.ci_low:+.2f}, {over_seeds.ci_high:+.2f}]"
+            pairs.update({(model, seed): (s[seed].mean(), f[seed].mean()) for seed in seeds})
         line += f"; 95% over {len(users)} users [{low:+.2f}, {high:+.2f}]"
         if args.goal is not None:
             line += f"; gap >= {args.goal:g} in {100 * float(np.mean(resampled >= args.goal)):.0f}% of user resamples"
         print(line, flush=True)
+    if len({model for model, _ in pairs}) > 1:
+        print(pooled(pairs, args.goal), flush=True)
     return 0
+
+
+def pooled(pairs: dict, goal: float | None) -> str:
+    """The line pooling every learner: paired t-tests over the (learner, seed) pairs and over
+    the seeds' means across the learners, and the one-sided test of the goal."""
+    frame = pd.DataFrame([(m, seed, a - b) for (m, seed), (a, b) in pairs.items()], columns=["model", "seed", "gap"])
+    seeds = frame.groupby("seed")["gap"].mean()
+    over_pairs, over_seeds = paired(frame.gap, np.zeros(len(frame))), paired(seeds, np.zeros(len(seeds)))
+    line = (f"every learner: gap {frame.gap.mean():+.2f} over {len(frame)} (learner, seed) pairs, "
+            f"paired t-test p = {over_pairs.p:.2g}; over the seeds' means across the learners "
+            f"({' / '.join(f'{g:+.2f}' for g in seeds)}) p = {over_seeds.p:.2g}")
+    if goal is not None:
+        line += f"; gap > {goal:g}: one-sided p = {above(frame.gap, goal):.2g} over the pairs"
+    return line
 
 
 if __name__ == "__main__":

@@ -99,6 +99,17 @@ def paired(a, b, confidence: float = 0.95) -> Comparison:
                       float(d.mean() - half), float(d.mean() + half), float(t), float(p), float(d.mean() / sd))
 
 
+def above(d, margin: float = 0.0) -> float:
+    """One-sided t-test p-value that the mean of the paired differences ``d`` exceeds
+    ``margin`` (H0: mean <= margin): how sure "a beats b by more than the margin" is."""
+    d = np.asarray(d, float) - margin
+    n = len(d)
+    sd = d.std(ddof=1) if n >= 2 else math.nan
+    if not n >= 2 or sd <= 1e-12 * max(1.0, abs(d.mean())):
+        return math.nan
+    return float(_t_sf(d.mean() / (sd / math.sqrt(n)), n - 1))
+
+
 def permutation_paired(a, b, n_resamples: int = 9999, seed: int = 0, confidence: float = 0.95) -> Comparison:
     """Sign-flip permutation test of the mean paired difference (two-sided).
 

@@ -48,6 +48,16 @@ def test_paired_matches_scipy(samples):
     assert ours.effect == pytest.approx((a - c).mean() / (a - c).std(ddof=1))
 
 
+def test_one_sided_margin_test_matches_scipy(samples):
+    a, _, c = samples
+    d = a - c
+    for margin in (0.0, d.mean() - 0.1, d.mean() + 0.1):
+        ref = sps.ttest_1samp(d - margin, 0.0, alternative="greater")
+        assert stats.above(d, margin) == pytest.approx(ref.pvalue, rel=1e-10)
+    assert stats.above(d, d.mean() - 0.1) < 0.5 < stats.above(d, d.mean() + 0.1)
+    assert np.isnan(stats.above([1.0], 0.0)) and np.isnan(stats.above([2.0, 2.0], 0.0))
+
+
 def test_exact_sign_flip_permutation_matches_scipy():
     rng = np.random.default_rng(3)
     a, b = rng.normal(0.3, 0.1, 9), rng.normal(0.35, 0.1, 9)
@@ -141,6 +151,25 @@ def test_gap_to_full_on_the_published_long_runs():
     gap = float(line.split("gap ")[1].split(";")[0])
     assert gap == pytest.approx(valid_mean(long_runs, "gru4rec") - valid_mean(full, "gru4rec"), abs=0.006)
     assert abs(gap - (seed_mean(long_runs, "gru4rec") - seed_mean(full, "gru4rec"))) > 0.01   # not the test's
+
+
+def test_gap_to_full_pools_the_learners_of_magazines_four_learner_summaries():
+    """The line pooling the four learners (docs/replication.md, "For the four architectures"):
+    the mean over the 12 (learner, seed) pairs is the mean of the four learners' gaps, with the
+    paired tests over the pairs and over the seeds' means, and the one-sided test of a goal."""
+    four = "learners=sasrec+gru4rec+narm+bert4rec"
+    proc = subprocess.run([sys.executable, str(REPO / "analysis" / "gap_to_full.py"), "--results",
+                           str(REPO / "results" / "magazine-farzi-learners"), "--where", "method=td3", four,
+                           "validate_learners=model", "d1=16", "--against", "method=farzi", four,
+                           "validate_learners=model", "--goal", "1", "--resamples", "200"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    gaps = [float(line.split("gap ")[1].split(";")[0]) for line in lines[1:5]]
+    assert lines[5].startswith("every learner: gap +0.98 over 12 (learner, seed) pairs")
+    assert float(lines[5].split("gap ")[1].split(" ")[0]) == pytest.approx(np.mean(gaps), abs=0.01)
+    assert "paired t-test p = 0.00054;" in lines[5] and "(+0.64 / +1.30 / +1.01) p = 0.036" in lines[5]
+    assert lines[5].endswith("gap > 1: one-sided p = 0.53 over the pairs")
 
 
 def test_seed_spread_recovers_the_summarys_and_the_learners_share():
