@@ -172,6 +172,24 @@ def test_gap_to_full_pools_the_learners_of_magazines_four_learner_summaries():
     assert lines[5].endswith("gap > 1: one-sided p = 0.53 over the pairs")
 
 
+def test_every_gap_to_full_command_the_docs_give_runs_on_the_published_results():
+    """docs/replication.md quotes its figures with the command that gives them: each still
+    selects one run per seed as the published roots grow (a sweep published beside others
+    can make an old selection ambiguous)."""
+    import re
+    import shlex
+
+    text = (REPO / "docs" / "replication.md").read_text()
+    commands = dict.fromkeys(" ".join(c.split()) for c in re.findall(r"`(python analysis/gap_to_full\.py[^`]*)`", text))
+    assert len(commands) >= 5
+    for command in commands:
+        argv = shlex.split(command)[2:]
+        proc = subprocess.run([sys.executable, str(REPO / "analysis" / "gap_to_full.py"), *argv, "--resamples", "100"],
+                              capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert proc.returncode == 0, f"{command}: {proc.stderr.strip()[-300:]}"
+        assert "gap " in proc.stdout
+
+
 def test_seed_spread_recovers_the_summarys_and_the_learners_share():
     """analysis/seed_spread.py's split of a spread over seeds, on figures drawn with a known
     summary spread (1.0) and learner spread (0.5); a table the learners explain alone gives 0."""
