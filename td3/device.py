@@ -83,8 +83,27 @@ def setup_runtime(device: str | None = None, threads: int | None = None) -> torc
     threads = threads or os.environ.get("SLURM_CPUS_PER_TASK")
     if threads:
         torch.set_num_threads(int(threads))
+    else:  # torch's default, one thread per core: right on a quiet machine only
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        warning = crowded(torch.get_num_threads(), os.cpu_count() or 1, load)
+        if warning:
+            log.warning(warning)
     use_deterministic_algorithms()
     return resolve_device(device)
+
+
+def crowded(threads: int, cores: int, load: float) -> str | None:
+    """The warning for a run taking ``threads`` torch threads (its default, one per core) on
+    a machine whose other processes already keep ``load`` of its ``cores`` busy (the
+    one-minute load average, read before the run starts), or None when the threads fit.
+    Threads beyond the idle cores make OpenMP threads wait on each other: outer steps then
+    take tens of times longer (docs/performance.md, "Threads per process")."""
+    idle = max(1, cores - round(load))
+    if threads <= 1 or threads <= idle:
+        return None
+    return (f"torch takes {threads} threads, but other processes keep about {load:.1f} of the "
+            f"{cores} cores busy: threads beyond the idle cores wait on each other and a run can be "
+            f"tens of times slower; pass threads={idle} (docs/performance.md, \"Threads per process\")")
 
 
 def use_deterministic_algorithms() -> None:

@@ -1104,6 +1104,32 @@ def test_corrupt_state_and_missing_pool_checkpoint(diverged):
     assert_one_clear_error(proc, str(teacher_dir / "best.pt"), "cannot be read")
 
 
+def test_a_run_taking_every_core_on_a_busy_machine_is_warned(monkeypatch, caplog):
+    """torch's default threads (one per core) beside busy processes: a warning naming the
+    threads that fit; none on a quiet machine, with one thread, or with threads given."""
+    from td3 import device
+
+    assert device.crowded(2, 2, 0.3) is None and device.crowded(1, 2, 3.0) is None
+    assert "pass threads=4 " in device.crowded(8, 8, 3.6)   # the load rounds to the busy cores
+    assert "pass threads=4 " in device.crowded(8, 8, 4.4) and "about 4.4 of the 8 cores" in device.crowded(8, 8, 4.4)
+    assert "pass threads=1 " in device.crowded(2, 2, 1.2) and "pass threads=1 " in device.crowded(2, 2, 9.0)
+    monkeypatch.setattr(device.os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with caplog.at_level("WARNING", logger="td3.device"):
+            device.setup_runtime("cpu")
+        assert [r.getMessage() for r in caplog.records if "pass threads=1" in r.getMessage()]
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="td3.device"):
+            device.setup_runtime("cpu", threads=1)
+        assert torch.get_num_threads() == 1 and not caplog.records
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_two_thread_meta_gradients_repeat_bitwise(tmp_path, monkeypatch):
     """With 2 torch threads, one outer step of the synthetic default computed twice gives the
     same meta-gradient to the bit (before deterministic algorithms were turned on, the
