@@ -103,11 +103,8 @@ def above(d, margin: float = 0.0) -> float:
     """One-sided t-test p-value that the mean of the paired differences ``d`` exceeds
     ``margin`` (H0: mean <= margin): how sure "a beats b by more than the margin" is."""
     d = np.asarray(d, float) - margin
-    n = len(d)
-    sd = d.std(ddof=1) if n >= 2 else math.nan
-    if not n >= 2 or sd <= 1e-12 * max(1.0, abs(d.mean())):
-        return math.nan
-    return float(_t_sf(d.mean() / (sd / math.sqrt(n)), n - 1))
+    test = paired(d, np.zeros_like(d))   # its t statistic, NaN where undefined
+    return float(_t_sf(test.statistic, test.n_a - 1)) if math.isfinite(test.statistic) else math.nan
 
 
 def permutation_paired(a, b, n_resamples: int = 9999, seed: int = 0, confidence: float = 0.95) -> Comparison:
