@@ -9,12 +9,14 @@ record, and estimates the others from complete records of the same kind: a run c
 evaluation (median over records of the same dataset, method, size and evaluated learners, per learner seed),
 plus its distillation the first time its summary is needed, plus its teacher the first time
 that teacher is needed (median over training runs of the same dataset and learner). A
-distillation is priced per outer step times the outer steps it has left: its length from the
-real batches per outer epoch that records of the dataset and outer batch size give, less the
-steps its resume checkpoint (``state.pt``) has done; per step at the pace that checkpoint
-records, or else the median of complete distillations of its kind (``distill_kinds``: the
-same dataset, method, size, inner and validating learners, and where records allow, the same
-inner loop). Each unfinished summary gets a line. Kinds never run yet are listed
+distillation is priced per outer step times the outer steps it has left: its length as its
+resume checkpoint (``state.pt``) records it, or else from the real batches per outer epoch
+that records of the dataset and outer batch size give, less the steps that checkpoint has
+done; per step at the pace that checkpoint records, or else the median of complete
+distillations of its kind (``distill_kinds``: the same dataset, method, size, inner and
+validating learners, and where records allow, the same inner loop). A started distillation
+is thus priced from its checkpoint alone, whatever records the root holds. Each unfinished
+summary gets a line. Kinds never run yet are listed
 as unknown: run one of each first. Prints, per sweep and in all, the runs left, CPU-hours
 and wall-clock hours at ``--parallel`` jobs (one CPU each).
 
@@ -128,21 +130,24 @@ def pace(cfg: dict, seen: dict) -> float | None:
 def distill_cost(cfg: dict, summary: Path, seen: dict) -> tuple[float, int, int, str] | None:
     """(seconds, outer steps left, outer steps in all, "CPU" or "wall") of the summary's
     distillation, or None when neither its checkpoint nor a record of its kind gives a pace, or
-    no record its dataset's batches per outer epoch. "wall": the pace is that of a checkpoint
+    neither its checkpoint (its cosine schedule's length) nor a record its dataset's batches per
+    outer epoch gives its length. "wall": the pace is that of a checkpoint
     which kept wall seconds alone (made before CPU time was counted), the run's CPU time less
     where it shared its cores."""
-    rate, done, unit = pace(cfg, seen), 0, "CPU"
+    rate, done, unit, total = pace(cfg, seen), 0, "CPU", None
     if (summary / "state.pt").is_file():
         import torch
-        state = torch.load(summary / "state.pt", map_location="cpu", weights_only=False)["state"]
-        done, (seconds, kept) = state["step"], spent(state)
+        saved = torch.load(summary / "state.pt", map_location="cpu", weights_only=False)
+        done, (seconds, kept) = saved["state"]["step"], spent(saved["state"])
         if done and seconds:
             rate, unit = seconds / done, kept   # its own pace, validations included
-    outer = RunConfig.of(cfg).distill.outer
-    per_epoch = seen["batches"].get((cfg["dataset"]["name"], outer.batch_size))
-    if rate is None or per_epoch is None:
+        total = (saved.get("scheduler") or {}).get("total_steps")   # its length, as the run computed it
+    if total is None:
+        outer = RunConfig.of(cfg).distill.outer
+        per_epoch = seen["batches"].get((cfg["dataset"]["name"], outer.batch_size))
+        total = None if per_epoch is None else outer.schedule(per_epoch)[1]
+    if rate is None or total is None:
         return None
-    total = outer.schedule(per_epoch)[1]
     return rate * (total - done), total - done, total, unit
 
 

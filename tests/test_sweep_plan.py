@@ -57,6 +57,18 @@ def test_a_stopped_distillation_is_priced_by_its_steps_left(tmp_path):
     assert abs(minutes - state["cpu_seconds"] / state["step"] * left / 60) <= 0.051
     assert not [x for x in lines if "to distil" in x and x is not line]  # seed 0's summary is done
 
+    # Priced from a root with no records at all, the started distillation is still priced, from
+    # its checkpoint alone (its pace and its schedule's length); no distillation is unknown,
+    # the evaluations are (no record prices them).
+    (tmp_path / "no-records").mkdir()
+    bare = subprocess.run([sys.executable, "benchmarks/sweep_plan.py", "--results", str(tmp_path / "runs"),
+                           "--priced-from", str(tmp_path / "no-records"), f"smoke:{LONGER}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert bare.returncode == 0, bare.stderr
+    (alone,) = [x for x in bare.stdout.splitlines() if x.startswith("  to distil: ")]
+    assert alone == line
+    assert "distillation'" not in bare.stdout and " evaluation (" in bare.stdout
+
     # A root where nothing has run yet, priced from this one's records: every point is left,
     # and each summary costs all its steps at the pace seed 0's complete distillation recorded.
     record = json.loads(done.read_text())["distill"]
