@@ -106,7 +106,8 @@ def learner_seeds(cfg: dict) -> int:
 def distill_kinds(cfg: dict) -> tuple[tuple, tuple]:
     """What a distillation's cost per outer step depends on, finest first: the dataset, method
     and size, which learners train in the inner loop and which validate (k learners'
-    validation costs k times); then the inner loop's length and what each inner step computes
+    validation costs k times); then the summary's Tucker ranks (TD3's; none for the other
+    methods), the inner loop's length and what each inner step computes
     (its batch, the item table trained or frozen, sampled items, BERT4Rec's loss, a learned
     η), the real batch each outer step scores, and how often and how long it validates. A
     distillation is priced by the finest kind that complete records have."""
@@ -115,7 +116,8 @@ def distill_kinds(cfg: dict) -> tuple[tuple, tuple]:
     learners = tuple(d.get("learners") or ()) or (cfg["model"]["name"],)
     coarse = (cfg["dataset"]["name"], cfg["method"], size(cfg), learners, d.get("validate_learners", "model"))
     outer = d.get("outer") or {}
-    fine = coarse + (d.get("steps"), d.get("window"), inner.get("batch_size"), inner.get("embedding"),
+    ranks = (cfg["summary"].get("d1"), cfg["summary"].get("d2")) if cfg["method"] == "td3" else None
+    fine = coarse + (ranks, d.get("steps"), d.get("window"), inner.get("batch_size"), inner.get("embedding"),
                      d.get("sampled_items", 0), inner.get("bidirectional_loss") if "bert4rec" in learners else None,
                      outer.get("batch_size"), inner.get("learn_lr", False),
                      d.get("validate_every"), d.get("validate_epochs"))

@@ -110,12 +110,12 @@ def test_a_stopped_distillation_is_priced_by_its_steps_left(tmp_path):
 
 
 def _write_record(root: Path, name: str, *, model="sasrec", learners=(), loss="cloze", steps=200,
-                  seconds_per_step=1.0, outer_steps=100, cpu_per_step=None, outer_batch=4096):
+                  seconds_per_step=1.0, outer_steps=100, cpu_per_step=None, outer_batch=4096, ranks=(16, 16)):
     distill = {"steps": steps, "window": 40, "sampled_items": 0, "learners": list(learners),
                "validate_learners": "model", "outer": {"batch_size": outer_batch},
                "inner": {"batch_size": 15, "embedding": "trainable", "bidirectional_loss": loss}}
     config = {"dataset": {"name": "ml-100k"}, "method": "td3", "seed": 0, "model": {"name": model},
-              "summary": {"mu": 50, "zeta": 50}, "distill": distill,
+              "summary": {"mu": 50, "zeta": 50, "d1": ranks[0], "d2": ranks[1]}, "distill": distill,
               "evaluation": {"models": ["sasrec"]}}
     record = {"status": "complete", "config": config, "timings": {"evaluation": 10.0},
               "distill": {"outer_steps": outer_steps, "seconds": seconds_per_step * outer_steps,
@@ -130,7 +130,7 @@ def _write_record(root: Path, name: str, *, model="sasrec", learners=(), loss="c
 
 def test_a_distillation_is_priced_by_the_records_of_its_finest_kind(tmp_path):
     """Records that differ in what an inner step computes (BERT4Rec's loss, the inner loop's
-    length) price only their own kind; a kind no record matches exactly falls back to the
+    length, TD3's ranks) price only their own kind; a kind no record matches exactly falls back to the
     records of the same dataset, method, size and learners; another learner is another kind."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
@@ -154,6 +154,14 @@ def test_a_distillation_is_priced_by_the_records_of_its_finest_kind(tmp_path):
     gru = json.loads(json.dumps(sasrec))
     gru["model"]["name"] = "gru4rec"   # no record of a GRU4Rec-only distillation
     assert sweep_plan.pace(gru, seen) is None
+    # TD3's ranks are a kind of their own: larger ranks price by their records alone, and
+    # ranks no record has fall back to the coarse kind's median (1.5, 3.0 and 5.5 s).
+    larger = _write_record(tmp_path, "e", seconds_per_step=5.5, ranks=(50, 50))
+    seen = sweep_plan.observed([tmp_path])
+    assert sweep_plan.pace(larger, seen) == 5.5 and sweep_plan.pace(sasrec, seen) == 1.5
+    middle = json.loads(json.dumps(sasrec))
+    middle["summary"].update(d1=32, d2=32)
+    assert sweep_plan.pace(middle, seen) == 3.0
 
 
 def test_a_record_that_kept_cpu_time_prices_by_it_not_by_its_wall_time(tmp_path):
