@@ -159,13 +159,15 @@ def _plain(value):
 
 def matching(runs: pd.DataFrame, where: list[str]) -> pd.Series:
     """Which ``runs`` rows hold every ``KEY=VALUE`` of ``where``, values compared as written
-    on a command line (60 for 60.0, the empty string for a missing value)."""
+    on a command line (60 for 60.0, the empty string for a missing value). ``KEY=A,B,C``, as in
+    a Hydra sweep, holds any of them (``seed=3,4,5``), or the value ``A,B,C`` itself."""
     keep = pd.Series(True, index=runs.index)
     for condition in where:
         key, sep, value = condition.partition("=")
         if not sep or key not in runs.columns:
             raise SystemExit(f"--where {condition!r}: expected KEY=VALUE with KEY one of: {', '.join(runs.columns)}")
-        keep &= runs[key].map(lambda v: ("" if pd.isna(v) else str(_plain(v))) == value)
+        allowed = {value, *value.split(",")}
+        keep &= runs[key].map(lambda v: ("" if pd.isna(v) else str(_plain(v))) in allowed)
     return keep
 
 

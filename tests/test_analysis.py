@@ -172,6 +172,20 @@ def test_gap_to_full_pools_the_learners_of_magazines_four_learner_summaries():
     assert lines[5].endswith("gap > 1: one-sided p = 0.53 over the pairs")
 
 
+def test_a_selection_takes_any_of_a_comma_list_as_a_sweep_writes_it():
+    """``seed=0,2`` selects seeds 0 and 2 (a confirmation on new seeds is selected apart from
+    the runs it checks); a value that holds commas itself (the evaluated models) still matches."""
+    from load import matching
+
+    runs, _ = load(REPO / "results" / "magazine-farzi-learners")
+    td3 = ["method=td3", "learners=sasrec+gru4rec+narm+bert4rec", "validate_learners=model", "d1=30"]
+    assert sorted(runs[matching(runs, td3)].seed) == [0, 1, 2]
+    assert sorted(runs[matching(runs, [*td3, "seed=0,2"])].seed) == [0, 2]
+    assert sorted(runs[matching(runs, [*td3, "seed=2"])].seed) == [2]
+    assert matching(runs, [*td3, "models=sasrec,gru4rec,narm,bert4rec"]).sum() == 3
+    assert matching(runs, [*td3, "seed=5,6"]).sum() == 0
+
+
 def test_every_gap_to_full_command_the_docs_give_runs_on_the_published_results():
     """docs/replication.md quotes its figures with the command that gives them: each still
     selects one run per seed as the published roots grow (a sweep published beside others

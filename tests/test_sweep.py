@@ -88,6 +88,7 @@ def test_every_sweep_file_expands():
     assert sizes["magazine_learners_trainable"] == 3 * 3
     assert sizes["magazine_validate_learners"] == 3 * 3
     assert sizes["magazine_ranks"] == 3  # seeds × td3 at full ranks; the rest is magazine_learners_trainable's
+    assert sizes["magazine_confirm"] == 3 * 2  # new seeds × (td3 at full ranks, farzi)
 
 
 def test_a_sweep_evaluating_more_learners_reuses_the_summaries_it_names():
@@ -147,6 +148,21 @@ def test_magazine_ranks_differs_from_the_td3_runs_it_is_set_beside_in_the_ranks_
     sizes = {ranks: sum(p.numel() for p in TuckerSummary(30, 20, 3_000, torch.zeros(3_000, 32), *ranks).parameters())
              for ranks in ((16, 16), (30, 20))}
     assert sizes == {(16, 16): 8_992, (30, 20): 20_500}
+
+
+def test_magazine_confirm_repeats_the_ranks_comparison_on_new_seeds_alone():
+    """magazine_confirm checks magazine_ranks' TD3 against magazine_learners_trainable's Farzi:
+    each of its runs is one of theirs but for the seed (3, 4, 5, none of theirs), with the
+    same teachers."""
+    confirm = sweep_configs("magazine_confirm")
+    assert sorted((c["method"], c["seed"]) for c in confirm) == [(m, s) for m in ("farzi", "td3") for s in (3, 4, 5)]
+    checked = {"td3": sweep_configs("magazine_ranks", ["seed=0"]),
+               "farzi": sweep_configs("magazine_learners_trainable", ["method=farzi", "seed=0"])}
+    for cfg in confirm:
+        (ref,) = checked[cfg["method"]]
+        assert cfg["evaluation"]["seeds"] == [cfg["seed"]]   # the learners trained on it draw anew too
+        assert {**cfg, "seed": 0, "evaluation": {**cfg["evaluation"], "seeds": [0]}} == ref
+        assert cfg["teacher_seed"] == ref["teacher_seed"] == 0
 
 
 def test_jobs_sharing_a_summary_start_after_every_distinct_one():
