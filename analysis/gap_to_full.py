@@ -8,7 +8,9 @@ Selects the complete summary runs of a results root whose ``analysis/load.py`` c
 every ``--where KEY=VALUE`` (one run per seed, one dataset), and the Full-Data runs of that
 dataset in the same root, or in ``--full-results``; ``--against`` selects other reference runs
 there instead (e.g. ``--against method=td3 outer_epochs=30``: one summary against another;
-``KEY=`` selects the runs without a setting, e.g. ``learners=`` the single-learner summaries). For each learner both sides evaluated, the gap is mean over seeds of the
+``KEY=`` selects the runs without a setting, e.g. ``learners=`` the single-learner summaries;
+``KEY=A,B`` any of the values, e.g. ``seed=3,4,5``). For each learner both sides evaluated,
+the gap is mean over seeds of the
 summary's test figure minus the full data's (in points, as the tables give it), with two
 intervals (95%) that answer two questions:
 - over seeds: the paired t interval of the per-seed differences (would other seeds of the
@@ -61,7 +63,8 @@ def per_user(runs: pd.DataFrame, metric: str, protocol: str, split: str = "test"
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--results", type=Path, required=True)
-    ap.add_argument("--where", nargs="*", default=[], help="KEY=VALUE conditions on the summary runs")
+    ap.add_argument("--where", nargs="*", default=[],
+                    help="KEY=VALUE conditions on the summary runs (KEY=A,B: any of them)")
     ap.add_argument("--full-results", type=Path, default=None, help="the Full-Data runs' root (default: --results)")
     ap.add_argument("--against", nargs="*", default=["method=full"],
                     help="KEY=VALUE conditions on the reference runs (default: method=full)")
