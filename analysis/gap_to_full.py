@@ -10,8 +10,8 @@ dataset in the same root, or in ``--full-results``; ``--against`` selects other 
 there instead (e.g. ``--against method=td3 outer_epochs=30``: one summary against another;
 ``KEY=`` selects the runs without a setting, e.g. ``learners=`` the single-learner summaries;
 ``KEY=A,B`` any of the values, e.g. ``seed=3,4,5``). For each learner both sides evaluated,
-the gap is mean over seeds of the
-summary's test figure minus the full data's (in points, as the tables give it), with two
+the gap is mean over seeds of the summary's test figure minus the full data's (in points, as
+the tables give it), with two
 intervals (95%) that answer two questions:
 - over seeds: the paired t interval of the per-seed differences (would other seeds of the
   summary and of the full-data run give another gap?), when both sides ran the same seeds;

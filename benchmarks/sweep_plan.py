@@ -16,9 +16,9 @@ done; per step at the pace that checkpoint records, or else the median of comple
 distillations of its kind (``distill_kinds``: the same dataset, method, size, inner and
 validating learners, and where records allow, the same inner loop). A started distillation
 is thus priced from its checkpoint alone, whatever records the root holds. Each unfinished
-summary gets a line. Kinds never run yet are listed
-as unknown: run one of each first. Prints, per sweep and in all, the runs left, CPU-hours
-and wall-clock hours at ``--parallel`` jobs (one CPU each).
+summary gets a line. Kinds never run yet are listed as unknown: run one of each first.
+Prints, per sweep and in all, the runs left, CPU-hours and wall-clock hours at
+``--parallel`` jobs (one CPU each).
 
 Costs are CPU seconds (the process's time on every thread) where records and checkpoints
 keep them; older ones kept wall seconds alone, which equal the CPU seconds of a one-thread run

@@ -96,8 +96,8 @@ def crowded(threads: int, cores: int, load: float) -> str | None:
     """The warning for a run taking ``threads`` torch threads (its default, one per core) on
     a machine whose other processes already keep ``load`` of its ``cores`` busy (the
     one-minute load average, read before the run starts), or None when the threads fit.
-    Threads beyond the idle cores make OpenMP threads wait on each other: outer steps then
-    take tens of times longer (docs/performance.md, "Threads per process")."""
+    Threads beyond the idle cores make OpenMP threads wait on each other, and every outer step
+    waits with them (docs/performance.md, "Threads per process", has the measured slowdown)."""
     idle = max(1, cores - round(load))
     if threads <= 1 or threads <= idle:
         return None
