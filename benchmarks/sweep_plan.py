@@ -7,8 +7,8 @@
 Expands each sweep's grid (as ``td3.sweep`` does), finds which grid points have a complete
 record, and estimates the others from complete records of the same kind: a run costs its
 evaluation (median over records of the same dataset, method, size and evaluated learners, per learner seed),
-plus its distillation the first time its summary is needed, plus its teacher the first time
-that teacher is needed (median over training runs of the same dataset and learner). A
+plus its distillation the first time its summary is needed, plus its teachers (one per inner
+learner of a distillation) the first time each is needed (median over training runs of the same dataset and learner). A
 distillation is priced per outer step times the outer steps it has left: its length as its
 resume checkpoint (``state.pt``) records it, or else from the real batches per outer epoch
 that records of the dataset and outer batch size give, less the steps that checkpoint has
@@ -153,6 +153,16 @@ def distill_cost(cfg: dict, summary: Path, seen: dict) -> tuple[float, int, int,
     return rate * (total - done), total - done, total, unit
 
 
+def teachers_needed(cfg: dict) -> tuple[str, ...]:
+    """The learners whose full-data runs (at ``teacher_seed``) a grid point needs: a
+    distillation's every inner learner (each brings its own teacher and init pool), and the
+    run's model where the paper's protocol evaluates from its teacher."""
+    run = RunConfig.of(cfg)
+    if cfg["method"] in SUMMARY_METHODS:
+        return run.inner_learners
+    return (run.model.name,) if cfg["evaluation"]["protocol"] == "paper" else ()
+
+
 def training_cost(cfg: dict, model: str, seed: int, seen: dict, counted: set, unknown: dict) -> float:
     """Seconds of the full-data training run (``model``, ``seed``) when it is still to be made
     and not already counted; 0 otherwise."""
@@ -214,9 +224,8 @@ def plan(root: Path, sweeps: list[str], parallel: int, priced_from: list[Path] |
                             wall_priced += cost[0]
                     else:
                         unknown[f"{ds} {method} {size(cfg)} distillation"] += 1
-            if method in SUMMARY_METHODS or cfg["evaluation"]["protocol"] == "paper":
-                seconds += training_cost(cfg, cfg["model"]["name"], cfg["teacher_seed"], seen, counted_teachers,
-                                         unknown)
+            for model in teachers_needed(cfg):
+                seconds += training_cost(cfg, model, cfg["teacher_seed"], seen, counted_teachers, unknown)
         print(f"{spec}: {len(jobs)} grid points, {left} left, {seconds / 3600:.1f} CPU-hours known"
               + (f"; unknown: {dict(unknown)}" if unknown else ""))
         total_seconds += seconds

@@ -178,3 +178,32 @@ def test_a_record_that_kept_cpu_time_prices_by_it_not_by_its_wall_time(tmp_path)
     assert sweep_plan.pace(shared, new) == 4.0 and sweep_plan.pace(shared, old) == 6.0
     key = ("ml-100k", "td3", "50x50", "sasrec")
     assert new["eval"][key] == 4.0 and old["eval"][key] == 10.0
+
+
+def test_a_distillation_through_several_learners_is_priced_with_each_learners_teacher(tmp_path, capsys):
+    """magazine_confirm distils through four learners, each with its own teacher (teacher_seed
+    0, shared by TD3 and Farzi and by the three seeds): on a root where nothing has run, the
+    plan counts the four teachers once each, and nothing else it can price."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import sweep_plan
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    from td3.config import compose_config
+    from td3.grid import expand
+    from omegaconf import OmegaConf
+
+    sweeper = OmegaConf.load(REPO / "sweeps" / "magazine_confirm.yaml").hydra.sweeper
+    (job, *_) = expand(sweeper.get("params"), sweeper.get("grid"), ["+sweep=magazine_confirm"])
+    cfg = compose_config(job)
+    assert sweep_plan.teachers_needed(cfg) == ("sasrec", "gru4rec", "narm", "bert4rec")
+    priced = tmp_path / "priced"
+    for i, model in enumerate(("sasrec", "gru4rec", "narm", "bert4rec", "sasrec")):
+        config = {"dataset": {"name": "magazine-2018"}, "model": {"name": model}, "max_len": cfg["max_len"]}
+        record = {"status": "complete", "config": config, "timings": {"total": 900.0}}
+        (priced / "train" / f"t{i}").mkdir(parents=True)
+        (priced / "train" / f"t{i}" / "record.json").write_text(json.dumps(record))
+    assert sweep_plan.plan(tmp_path / "fresh", ["magazine_confirm"], 2, priced_from=[priced]) == 0
+    out = capsys.readouterr().out
+    assert "magazine_confirm: 6 grid points, 6 left, 1.0 CPU-hours known" in out   # 4 x 900 s
+    assert "full-data training" not in out   # every teacher priced
