@@ -792,6 +792,10 @@ def main(argv: list[str] | None = None) -> int:
                          + ", ".join(NOT_PAPER_DATASETS) + ")")
     ap.add_argument("--holm", action="store_true", help="Holm-adjust p-values over each table")
     ap.add_argument("--no-figures", action="store_true")
+    ap.add_argument("--no-table-csvs", action="store_true",
+                    help="each table's rows in all_tables.csv.gz alone (its ranking and summary_protocol "
+                         "columns tell them apart), not also as table*_<ranking>_<protocol>.csv: for a "
+                         "root kept in a repository, where the uncompressed copies are most of the tables' size")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     results, out = Path(args.results), Path(args.out)
@@ -842,7 +846,8 @@ def main(argv: list[str] | None = None) -> int:
                 (out / f"{stem}.md").write_text(t.markdown())
                 (out / f"{stem}.tex").write_text(t.latex())
                 f = t.frame().assign(ranking=ranking, summary_protocol=protocol)
-                f.to_csv(out / f"{stem}.csv", index=False, float_format=CSV_FLOAT)
+                if not args.no_table_csvs:
+                    f.to_csv(out / f"{stem}.csv", index=False, float_format=CSV_FLOAT)
                 frames.append(f)
                 md.append(t.markdown())
                 written.append(stem)

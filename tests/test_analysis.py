@@ -396,6 +396,18 @@ def test_make_tables_numbers_significance_and_problems(results, tmp_path):
         assert (out / f"table2_recbole100_scratch.{suffix}").stat().st_size > 0
     assert (out / "figure4_recbole100_scratch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "table5.csv").is_file()
+    # --no-table-csvs: the same tables, each table's rows in all_tables.csv.gz alone, where
+    # they are the rows its .csv held
+    compact = tmp_path / "compact"
+    proc = subprocess.run([sys.executable, str(REPO / "analysis" / "make_tables.py"), "--results", str(root),
+                           "--out", str(compact), "--paper", str(paper_csv), "--no-table-csvs", "--no-figures"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert not list(compact.glob("table*_*_*.csv")) and (compact / "table5.csv").is_file()
+    assert (compact / "table2_recbole100_scratch.md").read_bytes() == (out / "table2_recbole100_scratch.md").read_bytes()
+    rows = pd.read_csv(compact / "all_tables.csv.gz").query("ranking == 'recbole100' and summary_protocol == 'scratch'")
+    rows = rows[rows["table"] == t2["table"].iloc[0]].dropna(axis=1, how="all").reset_index(drop=True)
+    pd.testing.assert_frame_equal(rows, t2.dropna(axis=1, how="all"), check_dtype=False)
 
 
 # ---------------------------------------------------------- tables as a reader sees them
