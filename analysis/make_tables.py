@@ -1,6 +1,6 @@
 """The paper's Tables 2-6 and Figure 4 from a results root: ``python analysis/make_tables.py``.
 
-    python analysis/make_tables.py --results runs --out tables [--paper ../shared/reference/paper_tables.csv] [--holm]
+    python analysis/make_tables.py --results runs --out tables [--paper ../shared/reference/paper_tables.csv] [--holm] [--no-table-csvs]
 
 Reads every run record under ``<results>/distill/`` (``analysis/load.py``) and writes, for
 each ranking protocol (recbole100: the paper's 100 sampled negatives, RecBole's; unseen100:
@@ -21,7 +21,8 @@ fewer than the most common; best in bold, better than Full-Data underlined, and 
 mark p < 0.05 / 0.01 against Full-Data (paired t-test when both ran the same seeds,
 Welch otherwise; ``--holm`` adjusts p over each table). The CSV has every number: means,
 std, n, the test, p, Holm's p, the difference with its 95% CI, the effect size, and the
-paper's figure when ``--paper`` is given. ``problems.md`` lists failed and missing runs
+paper's figure when ``--paper`` is given; ``all_tables.csv.gz`` holds every table's CSV rows
+at once (``--no-table-csvs`` writes that file alone). ``problems.md`` lists failed and missing runs
 (records that are not complete, and sweep ledger entries without a complete record).
 """
 from __future__ import annotations
