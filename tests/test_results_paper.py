@@ -23,6 +23,18 @@ def test_every_results_root_is_checked():
     assert {"paper", "learned-lr", "learners-tuned", "evaluation-epochs"} <= set(WITH_TABLES)
 
 
+@pytest.mark.parametrize("root", ROOTS)
+def test_every_results_root_is_committed(root):
+    """.gitignore keeps results/* out but the published roots: a root published without its
+    exception would pass here and be missing from every clone."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = [p for p in (REPO / "results" / root).rglob("*") if p.is_file() or p.is_symlink()]
+    proc = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=REPO, capture_output=True,
+                          text=True, input="\n".join(str(p.relative_to(REPO)) for p in files))
+    assert files and proc.returncode in (0, 1) and not proc.stdout.strip(), proc.stdout[:2000] or proc.stderr
+
+
 @pytest.mark.parametrize("root", WITH_TABLES)
 def test_published_tables_regenerate_byte_identically(tmp_path, root):
     tables = REPO / "results" / root / "tables"
