@@ -153,16 +153,6 @@ def distill_cost(cfg: dict, summary: Path, seen: dict) -> tuple[float, int, int,
     return rate * (total - done), total - done, total, unit
 
 
-def teachers_needed(cfg: dict) -> tuple[str, ...]:
-    """The learners whose full-data runs (at ``teacher_seed``) a grid point needs: a
-    distillation's every inner learner (each brings its own teacher and init pool), and the
-    run's model where the paper's protocol evaluates from its teacher."""
-    run = RunConfig.of(cfg)
-    if cfg["method"] in SUMMARY_METHODS:
-        return run.inner_learners
-    return (run.model.name,) if cfg["evaluation"]["protocol"] == "paper" else ()
-
-
 def training_cost(cfg: dict, model: str, seed: int, seen: dict, counted: set, unknown: dict) -> float:
     """Seconds of the full-data training run (``model``, ``seed``) when it is still to be made
     and not already counted; 0 otherwise."""
@@ -224,7 +214,7 @@ def plan(root: Path, sweeps: list[str], parallel: int, priced_from: list[Path] |
                             wall_priced += cost[0]
                     else:
                         unknown[f"{ds} {method} {size(cfg)} distillation"] += 1
-            for model in teachers_needed(cfg):
+            for model in RunConfig.of(cfg).teachers_needed:
                 seconds += training_cost(cfg, model, cfg["teacher_seed"], seen, counted_teachers, unknown)
         print(f"{spec}: {len(jobs)} grid points, {left} left, {seconds / 3600:.1f} CPU-hours known"
               + (f"; unknown: {dict(unknown)}" if unknown else ""))

@@ -359,6 +359,15 @@ class RunConfig(_Run):
         rest = tuple(n for n in self.distill.learners if n != self.model.name)
         return (self.model.name, *rest)
 
+    @property
+    def teachers_needed(self) -> tuple[str, ...]:
+        """The learners whose full-data runs (at ``teacher_seed``) this run reads: every inner
+        learner of a distillation (each brings its teacher and init pool), the run's model
+        alone where the paper's protocol evaluates with its teacher's item table, else none."""
+        if self.distils:
+            return self.inner_learners
+        return (self.model.name,) if self.evaluation.protocol == "paper" else ()
+
     def learner(self, name: str) -> dict:
         """Options of an evaluation learner: the distillation learner's own, or conf/model/<name>.yaml."""
         if name == self.model.name:
@@ -387,7 +396,7 @@ class RunConfig(_Run):
         # never read them, so a grid that shares them across methods must not fail there.
         if self.distils:
             p += self._bilevel_problems()
-        if self.distils or self.evaluation.protocol == "paper" or self.method == "full":
+        if self.teachers_needed or self.method == "full":
             # the full-data runs it trains on demand (teacher, Full-Data): refused now, not
             # after the data is loaded
             p += TrainRun.of(self.teacher()).problems(seed_key="teacher_seed")

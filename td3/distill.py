@@ -90,7 +90,7 @@ def _distill(run: RunConfig, sig: str, run_dir: Path, report) -> Path:
     record = records.new_record("distill", run.raw, sig)
     record.update(method=run.method, dataset={"name": data.name, "sha256": data.sha256, "stats": data.stats})
     teacher = None
-    if run.distils or run.evaluation.protocol == "paper":
+    if run.teachers_needed:   # the run's model's; the other inner learners' when the summary is distilled
         with timer("teacher"):
             teacher = Teacher(run, device, data.num_items)
         record["teacher"] = teacher.describe()

@@ -25,8 +25,9 @@ def test_every_results_root_is_checked():
 
 @pytest.mark.parametrize("root", ROOTS)
 def test_every_results_root_is_committed(root):
-    """.gitignore keeps results/* out but the published roots: a root published without its
-    exception would pass here and be missing from every clone."""
+    """.gitignore keeps results/* out but the published roots: a root published without an
+    exception of its own passes every other test on the machine that made it, and is missing
+    from every clone."""
     if not (REPO / ".git").exists():
         pytest.skip("not a git checkout")
     files = [p for p in (REPO / "results" / root).rglob("*") if p.is_file() or p.is_symlink()]

@@ -189,16 +189,16 @@ def test_a_distillation_through_several_learners_is_priced_with_each_learners_te
         import sweep_plan
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    from td3.config import compose_config
+    from td3.config import RunConfig, compose_config
     from td3.grid import expand
     from omegaconf import OmegaConf
 
     sweeper = OmegaConf.load(REPO / "sweeps" / "magazine_confirm.yaml").hydra.sweeper
     (job, *_) = expand(sweeper.get("params"), sweeper.get("grid"), ["+sweep=magazine_confirm"])
     cfg = compose_config(job)
-    assert sweep_plan.teachers_needed(cfg) == ("sasrec", "gru4rec", "narm", "bert4rec")
+    assert RunConfig.of(cfg).teachers_needed == ("sasrec", "gru4rec", "narm", "bert4rec")
     priced = tmp_path / "priced"
-    for i, model in enumerate(("sasrec", "gru4rec", "narm", "bert4rec", "sasrec")):
+    for i, model in enumerate(("sasrec", "gru4rec", "narm", "bert4rec")):
         config = {"dataset": {"name": "magazine-2018"}, "model": {"name": model}, "max_len": cfg["max_len"]}
         record = {"status": "complete", "config": config, "timings": {"total": 900.0}}
         (priced / "train" / f"t{i}").mkdir(parents=True)
